@@ -1,0 +1,32 @@
+"""The `strongroom` command."""
+
+from __future__ import annotations
+
+import typer
+
+from ._admin import admin_app
+from ._demo import demo
+from ._device import device_app, listen, receive, send
+from ._server import init, migrate, serve
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Strongroom: secure messaging that your organisation runs for itself.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(init)
+app.command()(serve)
+app.command()(migrate)
+app.add_typer(admin_app, name="admin")
+app.add_typer(device_app, name="device")
+app.command()(send)
+app.command()(receive)
+app.command()(listen)
+app.command()(demo)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,110 @@
+"""The organisation's authority key: Ed25519, from ``cryptography``.
+
+The authority signs device certificates and revocations (and, later, policies and audit
+entries).  Its private half lives in its own file beside the database (mode 0600), never in
+it, so a stolen database or backup cannot sign.  Devices pin the public half at activation
+and believe nothing the authority did not sign.
+
+Guarantee: ``verify_*`` returns a decoded object only if the exact bytes received carry a
+valid signature under the pinned key for that object's domain; otherwise it raises
+``CertificateError``.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from strongroom import proto
+from strongroom.errors import CertificateError, ConfigError, RemoteProtocolError
+
+__all__ = ["AuthorityKey", "AuthorityPublicKey"]
+
+
+class AuthorityPublicKey:
+    """The pinned public half: verifies what the authority signed."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise CertificateError("an authority key is 32 bytes")
+        self.raw = raw
+        self._key = Ed25519PublicKey.from_public_bytes(raw)
+
+    def fingerprint(self) -> str:
+        """Hex groups a person can compare by eye: the first 16 bytes of SHA-256."""
+        import hashlib
+
+        digest = hashlib.sha256(self.raw).hexdigest()[:32]
+        return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+    def _verify(self, domain: bytes, signed: proto.Signed) -> None:
+        try:
+            self._key.verify(signed.signature, proto.signing_input(domain, signed.body))
+        except InvalidSignature as exc:
+            raise CertificateError(
+                "not signed by this organisation's authority"
+            ) from exc
+
+    def verify_certificate(self, signed: proto.Signed) -> proto.DeviceCertificate:
+        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
+        self._verify(proto.DOMAIN_CERTIFICATE, signed)
+        try:
+            return proto.decode_certificate(signed.body)
+        except RemoteProtocolError as exc:
+            raise CertificateError("signed certificate does not decode") from exc
+
+    def verify_revocation(self, signed: proto.Signed) -> proto.Revocation:
+        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
+        self._verify(proto.DOMAIN_REVOCATION, signed)
+        try:
+            return proto.decode_revocation(signed.body)
+        except RemoteProtocolError as exc:
+            raise CertificateError("signed revocation does not decode") from exc
+
+
+class AuthorityKey:
+    """The private authority key.  Only the server process that owns the data dir holds it."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        raw = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.public = AuthorityPublicKey(raw)
+
+    @classmethod
+    def generate(cls) -> AuthorityKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> AuthorityKey:
+        """Raises ``ConfigError`` if ``data`` is not an Ed25519 private key in PEM."""
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                "the authority key file is not a PEM private key"
+            ) from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError("the authority key file does not hold an Ed25519 key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def _sign(self, domain: bytes, body: bytes) -> proto.Signed:
+        return proto.Signed(body, self._private.sign(proto.signing_input(domain, body)))
+
+    def sign_certificate(self, cert: proto.DeviceCertificate) -> proto.Signed:
+        return self._sign(proto.DOMAIN_CERTIFICATE, proto.encode(cert))
+
+    def sign_revocation(self, revocation: proto.Revocation) -> proto.Signed:
+        return self._sign(proto.DOMAIN_REVOCATION, proto.encode(revocation))

@@ -1,0 +1,137 @@
+"""The ASGI application, wired explicitly: ``create_app(ctx)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from strongroom import proto
+from strongroom.errors import ProtocolError, StoreError
+
+from ._context import ServerContext
+from ._errors import ApiRefusal
+from ._http_api import Api
+from ._stream import StreamHandler
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("strongroom.server")
+_PRUNE_SECONDS = 600
+
+
+def _error(
+    status: int, code: str, detail: str, tries_left: int | None = None
+) -> Response:
+    body = proto.ErrorBody(code=code, detail=detail, tries_left=tries_left)
+    return Response(proto.encode_json(body), status, media_type="application/json")
+
+
+async def _on_refusal(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiRefusal)
+    return Response(
+        proto.encode_json(exc.body), exc.status, media_type="application/json"
+    )
+
+
+async def _on_protocol_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProtocolError)
+    return _error(400, exc.code, str(exc))
+
+
+async def _on_store_error(request: Request, exc: Exception) -> Response:
+    log.error("store error on %s %s: %s", request.method, request.url.path, exc)
+    return _error(503, proto.ErrorCode.UNAVAILABLE, "storage unavailable, try again")
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception(
+        "unexpected error on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return _error(500, proto.ErrorCode.INTERNAL, "internal error")
+
+
+def create_app(ctx: ServerContext) -> Starlette:
+    """The Strongroom server application over an already-built context.
+
+    The store and bus are opened in the app's lifespan and closed when it ends.
+    """
+    api = Api(ctx)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await ctx.store.ping()
+        except StoreError:
+            return JSONResponse({"status": "unready", "store": "down"}, 503)
+        if not ctx.ready:
+            return JSONResponse({"status": "unready"}, 503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(
+            generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                await ctx.store.prune(ctx.clock())
+            except StoreError:
+                log.warning("pruning failed; will retry")
+            await asyncio.sleep(_PRUNE_SECONDS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ctx.store.open()
+        await ctx.bus.start()
+        pruner = asyncio.create_task(prune_forever())
+        ctx.ready = True
+        try:
+            yield
+        finally:
+            ctx.ready = False
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+            await ctx.bus.close()
+            await ctx.store.close()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/v1/authority", api.authority),
+        Route("/v1/activation/start", api.activation_start, methods=["POST"]),
+        Route("/v1/activation/finish", api.activation_finish, methods=["POST"]),
+        Route("/v1/keys/claim", api.claim, methods=["POST"]),
+        Route("/v1/keys/upload", api.upload, methods=["POST"]),
+        Route("/v1/keys/user/{user}", api.user_keys),
+        Route("/v1/keys/device/{device_id}", api.device_keys),
+        Route("/v1/admin/users", api.admin_users, methods=["GET", "POST"]),
+        Route("/v1/admin/users/{user}/code", api.admin_code, methods=["POST"]),
+        Route("/v1/admin/devices", api.admin_devices),
+        Route(
+            "/v1/admin/devices/{device_id}/revoke", api.admin_revoke, methods=["POST"]
+        ),
+        WebSocketRoute("/v1/stream", StreamHandler(ctx).handle),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiRefusal: _on_refusal,
+            ProtocolError: _on_protocol_error,
+            StoreError: _on_store_error,
+            Exception: _on_unexpected,
+        },
+    )

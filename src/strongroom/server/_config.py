@@ -1,0 +1,172 @@
+"""The server's data directory and its configuration file.
+
+A data directory holds::
+
+    strongroom.toml    configuration (TOML): organisation, listen address, storage, limits
+    strongroom.db      the SQLite database (the embedded default)
+    authority.pem      the organisation's Ed25519 authority key, mode 0600, never in the DB
+    admin.token        the admin API credential, mode 0600 (the config keeps only its hash)
+    run.json           written by a running server: its URL and process id
+    logs/server.log    the server's log (never message content or keys)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from strongroom.crypto import AuthorityKey
+from strongroom.errors import ConfigError
+
+__all__ = ["Config", "DataDir", "init_data_dir"]
+
+
+class Organisation(msgspec.Struct, frozen=True):
+    name: str
+
+
+class ServerSection(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8700
+
+
+class Storage(msgspec.Struct, frozen=True):
+    database: str = "sqlite:///strongroom.db"
+    bus: str = "local:"
+
+
+class Admin(msgspec.Struct, frozen=True):
+    token_sha256: str
+
+
+class Limits(msgspec.Struct, frozen=True):
+    code_ttl_seconds: int = 48 * 3600
+    code_tries: int = 3
+    activation_session_seconds: int = 300
+    delivery_window: int = 512
+    hello_timeout_seconds: float = 10.0
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    organisation: Organisation
+    admin: Admin
+    server: ServerSection = ServerSection()
+    storage: Storage = Storage()
+    limits: Limits = Limits()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class DataDir:
+    """Paths inside a server data directory, and loading what is in them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config = path / "strongroom.toml"
+        self.authority = path / "authority.pem"
+        self.admin_token = path / "admin.token"
+        self.run_file = path / "run.json"
+        self.logs = path / "logs"
+
+    def exists(self) -> bool:
+        return self.config.exists() or self.authority.exists()
+
+    def load_config(self) -> Config:
+        """Raises ``ConfigError`` if the file is missing or malformed."""
+        if not self.config.exists():
+            raise ConfigError(
+                f"{self.path} holds no Strongroom organisation: run `strongroom init` first"
+            )
+        try:
+            raw = tomllib.loads(self.config.read_text())
+            config = msgspec.convert(raw, Config)
+        except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+            raise ConfigError(f"{self.config}: {exc}") from exc
+        database = os.environ.get("STRONGROOM_DATABASE_URL")
+        bus = os.environ.get("STRONGROOM_BUS_URL")
+        if database or bus:
+            storage = msgspec.structs.replace(
+                config.storage,
+                database=database or config.storage.database,
+                bus=bus or config.storage.bus,
+            )
+            config = msgspec.structs.replace(config, storage=storage)
+        return config
+
+    def load_authority(self) -> AuthorityKey:
+        if not self.authority.exists():
+            raise ConfigError(f"the authority key {self.authority} is missing")
+        mode = self.authority.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"{self.authority} is readable by others (mode {mode:o}): chmod 600 it"
+            )
+        return AuthorityKey.from_pem(self.authority.read_bytes())
+
+    def read_admin_token(self) -> str:
+        if not self.admin_token.exists():
+            raise ConfigError(f"the admin credential {self.admin_token} is missing")
+        return self.admin_token.read_text().strip()
+
+    def server_url(self) -> str:
+        """The URL of the running server (from run.json), else the configured address."""
+        if self.run_file.exists():
+            try:
+                url = json.loads(self.run_file.read_text())["url"]
+                if isinstance(url, str):
+                    return url
+            except (ValueError, KeyError, TypeError):
+                pass
+        config = self.load_config()
+        return f"http://{config.server.host}:{config.server.port}"
+
+
+def init_data_dir(path: Path, org: str) -> DataDir:
+    """Create a new organisation in ``path``.
+
+    Raises ``ConfigError`` if ``path`` already holds one: an organisation's authority key
+    is never overwritten.
+    """
+    data = DataDir(path)
+    if data.exists():
+        raise ConfigError(
+            f"{path} already holds a Strongroom organisation; not overwriting it"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    data.logs.mkdir(exist_ok=True)
+    authority = AuthorityKey.generate()
+    _write_private(data.authority, authority.to_pem())
+    token = secrets.token_urlsafe(32)
+    _write_private(data.admin_token, (token + "\n").encode())
+    data.config.write_text(
+        "# Strongroom server configuration\n"
+        "[organisation]\n"
+        f"name = {json.dumps(org)}\n\n"
+        "[server]\n"
+        'host = "127.0.0.1"\n'
+        "port = 8700\n\n"
+        "[storage]\n"
+        'database = "sqlite:///strongroom.db"\n'
+        'bus = "local:"\n\n'
+        "[admin]\n"
+        f'token_sha256 = "{token_hash(token)}"\n\n'
+        "[limits]\n"
+        "code_ttl_seconds = 172800\n"
+        "code_tries = 3\n"
+    )
+    return data

@@ -1,0 +1,132 @@
+"""Running the server: build the parts from a data directory, serve with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from strongroom.errors import ConfigError
+
+from ._app import create_app
+from ._config import DataDir
+from ._context import ServerContext
+from .bus import Bus, LocalBus
+from .store import store_from_url
+
+__all__ = ["build_context", "migrate", "serve"]
+
+log = logging.getLogger("strongroom.server")
+
+
+def bus_from_url(url: str) -> Bus:
+    if url in ("local:", "local", ""):
+        return LocalBus()
+    raise ConfigError(f"unsupported bus URL {url!r}: this build serves local:")
+
+
+def build_context(data: DataDir) -> ServerContext:
+    config = data.load_config()
+    return ServerContext(
+        config=config,
+        store=store_from_url(config.storage.database, data.path),
+        bus=bus_from_url(config.storage.bus),
+        authority=data.load_authority(),
+    )
+
+
+def _setup_logging(data: DataDir) -> None:
+    data.logs.mkdir(exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger("strongroom")
+    root.setLevel(logging.INFO)
+    for handler in (
+        logging.FileHandler(data.logs / "server.log"),
+        logging.StreamHandler(sys.stderr),
+    ):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+async def migrate(data: DataDir) -> int:
+    """Bring the database to this build's schema; returns the version it is at now."""
+    ctx = build_context(data)
+    await ctx.store.open(migrate=True)
+    try:
+        return await ctx.store.schema_version()
+    finally:
+        await ctx.store.close()
+
+
+def serve(
+    data: DataDir,
+    host: str | None = None,
+    port: int | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM.  Raises ``ConfigError`` / ``SchemaError`` on start."""
+    ctx = build_context(data)
+    host = host or ctx.config.server.host
+    port = ctx.config.server.port if port is None else port
+    # Fail before binding if the schema is wrong, with the store's own message.
+    asyncio.run(_check_store(ctx))
+    _setup_logging(data)
+    scheme = "https" if tls_cert else "http"
+    config = uvicorn.Config(
+        create_app(ctx),
+        host=host,
+        port=port,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        ws_max_size=2 * 1024 * 1024,
+        ws_ping_interval=30.0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    bound = sock.getsockname()[1]
+    url = f"{scheme}://{host if family == socket.AF_INET else f'[{host}]'}:{bound}"
+    data.run_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    log.info("serving %s on %s", ctx.config.organisation.name, url)
+    print(f"strongroom: serving {ctx.config.organisation.name!r} on {url}", flush=True)
+    try:
+        _run(server.serve(sockets=[sock]))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            data.run_file.unlink()
+        log.info("stopped")
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is part of uvicorn[standard]
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def _check_store(ctx: ServerContext) -> None:
+    await ctx.store.open()
+    await ctx.store.close()

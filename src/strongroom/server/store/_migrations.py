@@ -1,0 +1,77 @@
+"""Versioned schema migrations.  A migration is appended, never edited once released."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+# Each entry upgrades the schema from version i to i + 1.  Statements are portable SQL
+# (SQLite and PostgreSQL); BLOB is spelt per backend via the {blob} placeholder.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE users (
+            user_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE activation_codes (
+            code_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(user_id),
+            password {blob} NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL
+        )""",
+        "CREATE INDEX activation_codes_user ON activation_codes(user_id, created_at)",
+        """CREATE TABLE activation_sessions (
+            session_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            code_id TEXT,
+            shared {blob} NOT NULL,
+            expires_at BIGINT NOT NULL,
+            reason TEXT
+        )""",
+        """CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(user_id),
+            name TEXT NOT NULL,
+            ed25519 TEXT NOT NULL,
+            curve25519 TEXT NOT NULL,
+            certificate {blob} NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen BIGINT,
+            revoked_at BIGINT,
+            revocation {blob},
+            client_version TEXT NOT NULL DEFAULT '',
+            next_seq BIGINT NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX devices_user ON devices(user_id)",
+        """CREATE TABLE one_time_keys (
+            device_id TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            signature {blob} NOT NULL,
+            fallback INTEGER NOT NULL,
+            PRIMARY KEY (device_id, fallback, key_id)
+        )""",
+        """CREATE TABLE inbox (
+            device_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            envelope_id {blob} NOT NULL,
+            sender TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            body {blob} NOT NULL,
+            PRIMARY KEY (device_id, seq)
+        )""",
+        """CREATE TABLE sends (
+            sender TEXT NOT NULL,
+            envelope_id {blob} NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (sender, envelope_id)
+        )""",
+        "CREATE INDEX sends_at ON sends(at)",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

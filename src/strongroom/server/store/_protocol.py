@@ -1,0 +1,132 @@
+"""The storage interface every backend implements, unchanged.
+
+Rules:
+
+1. Every method is atomic: it commits or changes nothing.  A method that returns has
+   committed durably (the server acknowledges sends on that basis).
+2. Writes may be batched into one transaction with other callers' writes (group commit), but
+   one caller's failure never fails another's.
+3. Per-device sequence numbers start at 1 and increase by exactly one per stored envelope,
+   in commit order, and are never reused, even after acknowledgement deletes the envelope.
+4. Backends raise only ``StoreError`` subclasses; driver exceptions are mapped inside the
+   backend module.  Dialect differences live in the backend module, nowhere else.
+
+The conformance suite in ``tests/server/test_store.py`` is the executable form of these rules.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ._rows import (
+    AcceptResult,
+    ActivationRow,
+    CodeRow,
+    DeviceRow,
+    InboxRow,
+    StoredKey,
+    UserRow,
+)
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    async def open(self, *, migrate: bool = False) -> None:
+        """Connect and check the schema.
+
+        Raises ``SchemaError`` if the database is newer than this build, or older and
+        ``migrate`` is false.
+        """
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raises ``StoreError`` if the database cannot serve now."""
+
+    async def schema_version(self) -> int: ...
+
+    # users ---------------------------------------------------------------------------
+    async def add_user(self, user: str, name: str, at: int) -> UserRow:
+        """Raises ``ConflictError`` if the user exists."""
+
+    async def get_user(self, user: str) -> UserRow | None: ...
+
+    async def list_users(self) -> list[UserRow]: ...
+
+    # activation codes -------------------------------------------------------------------
+    async def add_code(
+        self, code_id: str, user: str, password: bytes, at: int, expires_at: int
+    ) -> CodeRow:
+        """Store a live code; any earlier live code of the user becomes ``replaced``."""
+
+    async def latest_code(self, user: str) -> CodeRow | None: ...
+
+    async def code_failed(self, code_id: str, burn_after: int) -> CodeRow:
+        """Count one wrong try; the code is ``burned`` once ``burn_after`` tries failed."""
+
+    async def put_activation(self, row: ActivationRow) -> None: ...
+
+    async def take_activation(self, session_id: str, now: int) -> ActivationRow | None:
+        """Remove and return an unexpired activation session (each can be used once)."""
+
+    # devices ---------------------------------------------------------------------------
+    async def add_device(
+        self,
+        row: DeviceRow,
+        code_id: str,
+        now: int,
+        keys: list[StoredKey],
+    ) -> None:
+        """Add a device and use up its code, atomically.
+
+        Raises ``ConflictError`` if the code is no longer live (used, burned, expired) or
+        the device exists.
+        """
+
+    async def get_device(self, device_id: str) -> DeviceRow | None: ...
+
+    async def list_devices(self, user: str | None = None) -> list[DeviceRow]: ...
+
+    async def revoke_device(
+        self, device_id: str, revocation: bytes, at: int
+    ) -> DeviceRow:
+        """Raises ``NotFoundError``; revoking twice keeps the first revocation."""
+
+    async def touch_device(
+        self, device_id: str, at: int, client_version: str
+    ) -> None: ...
+
+    # one-time keys ---------------------------------------------------------------------
+    async def add_keys(self, device_id: str, keys: list[StoredKey]) -> int:
+        """Add one-time keys (a fallback key replaces the previous one); returns the count."""
+
+    async def claim_key(self, device_id: str) -> StoredKey | None:
+        """Remove and return one one-time key; when none is left, the fallback key (kept)."""
+
+    async def count_keys(self, device_id: str) -> int: ...
+
+    # envelopes --------------------------------------------------------------------------
+    async def accept(
+        self,
+        sender: str,
+        envelope_id: bytes,
+        copies: list[tuple[str, bytes]],
+        at: int,
+    ) -> AcceptResult:
+        """Store one copy in each named device's inbox, durably.
+
+        Copies for unknown or revoked devices are skipped (and named).  Idempotent per
+        (sender, envelope_id): a repeat stores nothing and says ``duplicate``.
+        """
+
+    async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
+        """Envelopes waiting for the device with seq > ``after``, in seq order."""
+
+    async def pending(self, device_id: str) -> int: ...
+
+    async def ack(self, device_id: str, upto: int) -> None:
+        """Delete the device's envelopes with seq <= ``upto``."""
+
+    async def prune(self, now: int) -> None:
+        """Forget expired activation sessions and old send ids."""

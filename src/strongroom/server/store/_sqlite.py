@@ -1,0 +1,599 @@
+"""The embedded default: one SQLite file in WAL mode.
+
+Rules (how this backend keeps the ``Store`` rules):
+
+1. One writer thread owns the write connection.  Writes from every caller queue up and the
+   writer runs all that are waiting in one transaction (group commit): one fsync
+   (``synchronous=FULL``) for the whole batch.  Each write runs inside its own SAVEPOINT, so
+   one caller's failure rolls back only that caller's work.  A caller's future resolves
+   only after COMMIT returned.
+2. Reads run on a second thread with its own connection; WAL lets them proceed while the
+   writer commits, and they see only committed data.
+3. ``sqlite3`` exceptions are mapped here: IntegrityError -> ``ConflictError``, the rest ->
+   ``StoreError``.  Nothing above this module knows it is talking to SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from strongroom.errors import ConflictError, NotFoundError, SchemaError, StoreError
+
+from ._migrations import MIGRATIONS, SCHEMA_VERSION
+from ._rows import (
+    AcceptResult,
+    ActivationRow,
+    CodeRow,
+    DeviceRow,
+    InboxRow,
+    StoredKey,
+    UserRow,
+)
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+_MAX_BATCH = 512
+_SEND_ID_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+_DEVICE_COLUMNS = (
+    "device_id, user_id, name, ed25519, curve25519, certificate, created_at, last_seen,"
+    " revoked_at, revocation, client_version"
+)
+
+
+def _device(row: tuple[Any, ...]) -> DeviceRow:
+    return DeviceRow(
+        device_id=row[0],
+        user=row[1],
+        name=row[2],
+        ed25519=row[3],
+        curve25519=row[4],
+        certificate=bytes(row[5]),
+        created_at=row[6],
+        last_seen=row[7],
+        revoked_at=row[8],
+        revocation=None if row[9] is None else bytes(row[9]),
+        client_version=row[10],
+    )
+
+
+def _code(row: tuple[Any, ...]) -> CodeRow:
+    return CodeRow(
+        code_id=row[0],
+        user=row[1],
+        password=bytes(row[2]),
+        created_at=row[3],
+        expires_at=row[4],
+        failures=row[5],
+        state=row[6],
+    )
+
+
+_CODE_COLUMNS = "code_id, user_id, password, created_at, expires_at, failures, state"
+
+
+class _Write:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(batch: list[tuple[_Write, Any, BaseException | None]]) -> None:
+    for write, result, error in batch:
+        if write.future.done():
+            continue
+        if error is not None:
+            write.future.set_exception(error)
+        else:
+            write.future.set_result(result)
+
+
+def _map_error(exc: sqlite3.Error) -> StoreError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError("that already exists")
+    return StoreError(f"database error: {type(exc).__name__}")
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._version = 0
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def open(self, *, migrate: bool = False) -> None:
+        try:
+            conn = self._connect()
+            self._version = self._check_schema(conn, migrate)
+            self._read_conn = self._connect()
+            self._reader = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sqlite-read"
+            )
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(conn,), name="sqlite-write", daemon=True
+        )
+        self._writer.start()
+
+    def _check_schema(self, conn: sqlite3.Connection, migrate: bool) -> int:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+        )
+        row = conn.execute(
+            "SELECT value FROM meta WHERE key='schema_version'"
+        ).fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database has schema version {version}, but this build knows only up to "
+                f"{SCHEMA_VERSION}: run a newer Strongroom"
+            )
+        if version < SCHEMA_VERSION and not migrate:
+            raise SchemaError(
+                f"the database has schema version {version}, this build needs "
+                f"{SCHEMA_VERSION}: run `strongroom migrate` first"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[number]:
+                conn.execute(statement.format(blob="BLOB"))
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(number + 1),),
+            )
+            conn.execute("COMMIT")
+        return SCHEMA_VERSION
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._reader is not None and self._read_conn is not None:
+            conn = self._read_conn
+            await asyncio.get_running_loop().run_in_executor(self._reader, conn.close)
+            self._reader.shutdown(wait=True)
+        self._read_conn = None
+        self._reader = None
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        results: list[tuple[_Write, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    result = write.fn(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO w")
+                    results.append((write, None, _map_error(exc)))
+                except Exception as exc:  # a bug in one write must not stop the writer
+                    conn.execute("ROLLBACK TO w")
+                    failure = (
+                        exc
+                        if isinstance(exc, StoreError)
+                        else StoreError("write failed")
+                    )
+                    results.append((write, None, failure))
+                else:
+                    results.append((write, result, None))
+                conn.execute("RELEASE w")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = _map_error(exc)
+            results = [(write, None, failure) for write in batch]
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[_Write, Any, BaseException | None]]
+        ]
+        by_loop = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve, items)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Write(fn, future, loop))
+        return await future
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._read_conn
+        reader = self._reader
+        if conn is None or reader is None:
+            raise StoreError("the store is not open")
+
+        def run() -> T:
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise _map_error(exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(reader, run)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def schema_version(self) -> int:
+        return self._version
+
+    # --- users -------------------------------------------------------------------------
+
+    async def add_user(self, user: str, name: str, at: int) -> UserRow:
+        def fn(c: sqlite3.Connection) -> UserRow:
+            c.execute(
+                "INSERT INTO users(user_id, name, created_at) VALUES (?, ?, ?)",
+                (user, name, at),
+            )
+            return UserRow(user, name, at)
+
+        return await self._write(fn)
+
+    async def get_user(self, user: str) -> UserRow | None:
+        def fn(c: sqlite3.Connection) -> UserRow | None:
+            row = c.execute(
+                "SELECT user_id, name, created_at, disabled FROM users WHERE user_id=?",
+                (user,),
+            ).fetchone()
+            return (
+                None if row is None else UserRow(row[0], row[1], row[2], bool(row[3]))
+            )
+
+        return await self._read(fn)
+
+    async def list_users(self) -> list[UserRow]:
+        def fn(c: sqlite3.Connection) -> list[UserRow]:
+            rows = c.execute(
+                "SELECT user_id, name, created_at, disabled FROM users ORDER BY user_id"
+            ).fetchall()
+            return [UserRow(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+        return await self._read(fn)
+
+    # --- activation codes -----------------------------------------------------------------
+
+    async def add_code(
+        self, code_id: str, user: str, password: bytes, at: int, expires_at: int
+    ) -> CodeRow:
+        def fn(c: sqlite3.Connection) -> CodeRow:
+            if (
+                c.execute("SELECT 1 FROM users WHERE user_id=?", (user,)).fetchone()
+                is None
+            ):
+                raise NotFoundError(f"no user {user!r}")
+            c.execute(
+                "UPDATE activation_codes SET state='replaced' WHERE user_id=? AND state='live'",
+                (user,),
+            )
+            c.execute(
+                f"INSERT INTO activation_codes({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, 'live')",
+                (code_id, user, password, at, expires_at),
+            )
+            return CodeRow(code_id, user, password, at, expires_at, 0, "live")
+
+        return await self._write(fn)
+
+    async def latest_code(self, user: str) -> CodeRow | None:
+        def fn(c: sqlite3.Connection) -> CodeRow | None:
+            row = c.execute(
+                f"SELECT {_CODE_COLUMNS} FROM activation_codes WHERE user_id=? "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (user,),
+            ).fetchone()
+            return None if row is None else _code(row)
+
+        return await self._read(fn)
+
+    async def code_failed(self, code_id: str, burn_after: int) -> CodeRow:
+        def fn(c: sqlite3.Connection) -> CodeRow:
+            c.execute(
+                "UPDATE activation_codes SET failures = failures + 1, "
+                "state = CASE WHEN failures + 1 >= ? AND state='live' THEN 'burned' "
+                "ELSE state END WHERE code_id=?",
+                (burn_after, code_id),
+            )
+            row = c.execute(
+                f"SELECT {_CODE_COLUMNS} FROM activation_codes WHERE code_id=?",
+                (code_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError("no such code")
+            return _code(row)
+
+        return await self._write(fn)
+
+    async def put_activation(self, row: ActivationRow) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO activation_sessions(session_id, user_id, code_id, shared, "
+                "expires_at, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    row.session_id,
+                    row.user,
+                    row.code_id,
+                    row.shared,
+                    row.expires_at,
+                    row.reason,
+                ),
+            )
+
+        await self._write(fn)
+
+    async def take_activation(self, session_id: str, now: int) -> ActivationRow | None:
+        def fn(c: sqlite3.Connection) -> ActivationRow | None:
+            row = c.execute(
+                "DELETE FROM activation_sessions WHERE session_id=? RETURNING "
+                "session_id, user_id, code_id, shared, expires_at, reason",
+                (session_id,),
+            ).fetchone()
+            if row is None or row[4] < now:
+                return None
+            return ActivationRow(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+
+        return await self._write(fn)
+
+    # --- devices -------------------------------------------------------------------------
+
+    async def add_device(
+        self, row: DeviceRow, code_id: str, now: int, keys: list[StoredKey]
+    ) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            used = c.execute(
+                "UPDATE activation_codes SET state='used' "
+                "WHERE code_id=? AND state='live' AND expires_at >= ?",
+                (code_id, now),
+            )
+            if used.rowcount != 1:
+                raise ConflictError("the activation code is no longer live")
+            c.execute(
+                f"INSERT INTO devices({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.device_id,
+                    row.user,
+                    row.name,
+                    row.ed25519,
+                    row.curve25519,
+                    row.certificate,
+                    row.created_at,
+                    row.last_seen,
+                    row.revoked_at,
+                    row.revocation,
+                    row.client_version,
+                ),
+            )
+            _insert_keys(c, row.device_id, keys)
+
+        await self._write(fn)
+
+    async def get_device(self, device_id: str) -> DeviceRow | None:
+        def fn(c: sqlite3.Connection) -> DeviceRow | None:
+            row = c.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id=?", (device_id,)
+            ).fetchone()
+            return None if row is None else _device(row)
+
+        return await self._read(fn)
+
+    async def list_devices(self, user: str | None = None) -> list[DeviceRow]:
+        def fn(c: sqlite3.Connection) -> list[DeviceRow]:
+            if user is None:
+                rows = c.execute(
+                    f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY user_id, created_at"
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE user_id=? ORDER BY created_at",
+                    (user,),
+                ).fetchall()
+            return [_device(r) for r in rows]
+
+        return await self._read(fn)
+
+    async def revoke_device(
+        self, device_id: str, revocation: bytes, at: int
+    ) -> DeviceRow:
+        def fn(c: sqlite3.Connection) -> DeviceRow:
+            c.execute(
+                "UPDATE devices SET revoked_at=?, revocation=? "
+                "WHERE device_id=? AND revoked_at IS NULL",
+                (at, revocation, device_id),
+            )
+            c.execute("DELETE FROM one_time_keys WHERE device_id=?", (device_id,))
+            c.execute("DELETE FROM inbox WHERE device_id=?", (device_id,))
+            row = c.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id=?", (device_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no device {device_id!r}")
+            return _device(row)
+
+        return await self._write(fn)
+
+    async def touch_device(self, device_id: str, at: int, client_version: str) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE devices SET last_seen=?, client_version=? WHERE device_id=?",
+                (at, client_version, device_id),
+            )
+
+        await self._write(fn)
+
+    # --- one-time keys -------------------------------------------------------------------
+
+    async def add_keys(self, device_id: str, keys: list[StoredKey]) -> int:
+        def fn(c: sqlite3.Connection) -> int:
+            _insert_keys(c, device_id, keys)
+            return _count_keys(c, device_id)
+
+        return await self._write(fn)
+
+    async def claim_key(self, device_id: str) -> StoredKey | None:
+        def fn(c: sqlite3.Connection) -> StoredKey | None:
+            row = c.execute(
+                "DELETE FROM one_time_keys WHERE rowid = (SELECT rowid FROM one_time_keys "
+                "WHERE device_id=? AND fallback=0 LIMIT 1) "
+                "RETURNING key_id, key, signature, fallback",
+                (device_id,),
+            ).fetchone()
+            if row is None:
+                row = c.execute(
+                    "SELECT key_id, key, signature, fallback FROM one_time_keys "
+                    "WHERE device_id=? AND fallback=1",
+                    (device_id,),
+                ).fetchone()
+            if row is None:
+                return None
+            return StoredKey(row[0], row[1], bytes(row[2]), bool(row[3]))
+
+        return await self._write(fn)
+
+    async def count_keys(self, device_id: str) -> int:
+        return await self._read(lambda c: _count_keys(c, device_id))
+
+    # --- envelopes -------------------------------------------------------------------------
+
+    async def accept(
+        self, sender: str, envelope_id: bytes, copies: list[tuple[str, bytes]], at: int
+    ) -> AcceptResult:
+        def fn(c: sqlite3.Connection) -> AcceptResult:
+            fresh = c.execute(
+                "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (sender, envelope_id, at),
+            )
+            if fresh.rowcount == 0:
+                return AcceptResult([], [], duplicate=True)
+            delivered: list[str] = []
+            skipped: list[str] = []
+            rows: list[tuple[str, int, bytes, str, int, bytes]] = []
+            for device_id, body in copies:
+                seq = c.execute(
+                    "UPDATE devices SET next_seq = next_seq + 1 "
+                    "WHERE device_id=? AND revoked_at IS NULL RETURNING next_seq",
+                    (device_id,),
+                ).fetchone()
+                if seq is None:
+                    skipped.append(device_id)
+                    continue
+                delivered.append(device_id)
+                rows.append((device_id, seq[0], envelope_id, sender, at, body))
+            c.executemany(
+                "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return AcceptResult(delivered, skipped)
+
+        return await self._write(fn)
+
+    async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
+        def fn(c: sqlite3.Connection) -> list[InboxRow]:
+            rows = c.execute(
+                "SELECT seq, envelope_id, sender, at, body FROM inbox "
+                "WHERE device_id=? AND seq>? ORDER BY seq LIMIT ?",
+                (device_id, after, limit),
+            ).fetchall()
+            return [InboxRow(r[0], bytes(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+
+        return await self._read(fn)
+
+    async def pending(self, device_id: str) -> int:
+        def fn(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                "SELECT COUNT(*) FROM inbox WHERE device_id=?", (device_id,)
+            )
+            return int(row.fetchone()[0])
+
+        return await self._read(fn)
+
+    async def ack(self, device_id: str, upto: int) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute(
+                "DELETE FROM inbox WHERE device_id=? AND seq<=?", (device_id, upto)
+            )
+
+        await self._write(fn)
+
+    async def prune(self, now: int) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM activation_sessions WHERE expires_at < ?", (now,))
+            c.execute("DELETE FROM sends WHERE at < ?", (now - _SEND_ID_RETENTION_MS,))
+
+        await self._write(fn)
+
+
+def _insert_keys(c: sqlite3.Connection, device_id: str, keys: list[StoredKey]) -> None:
+    if any(k.fallback for k in keys):
+        c.execute(
+            "DELETE FROM one_time_keys WHERE device_id=? AND fallback=1", (device_id,)
+        )
+    c.executemany(
+        "INSERT INTO one_time_keys(device_id, key_id, key, signature, fallback) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(device_id, k.key_id, k.key, k.signature, int(k.fallback)) for k in keys],
+    )
+
+
+def _count_keys(c: sqlite3.Connection, device_id: str) -> int:
+    row = c.execute(
+        "SELECT COUNT(*) FROM one_time_keys WHERE device_id=? AND fallback=0",
+        (device_id,),
+    ).fetchone()
+    return int(row[0])
