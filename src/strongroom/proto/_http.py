@@ -155,7 +155,7 @@ class UserInfo(msgspec.Struct, frozen=True):
 
 
 class CodeRequest(msgspec.Struct, frozen=True):
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 24 * 3600)] = 48 * 3600
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 48 * 3600
 
 
 class CodeIssued(msgspec.Struct, frozen=True):

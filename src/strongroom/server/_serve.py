@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Coroutine
@@ -110,6 +111,11 @@ def serve(
     data.run_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     log.info("serving %s on %s", ctx.config.organisation.name, url)
     print(f"strongroom: serving {ctx.config.organisation.name!r} on {url}", flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler that was installed before it.  Make that handler a no-op, so a requested stop
+    # ends with exit status 0 once everything is closed.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     try:
         _run(server.serve(sockets=[sock]))
     finally:

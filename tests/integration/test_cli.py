@@ -1,0 +1,132 @@
+"""The command-line contract, run as a user would run it: separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from strongroom.cli._local import LocalServer
+
+
+def sr(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "strongroom", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_the_whole_contract_from_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sr("init", "--data", data, "--org", "Embassy")
+    assert (data / "authority.pem").stat().st_mode & 0o777 == 0o600
+    assert (data / "admin.token").stat().st_mode & 0o777 == 0o600
+    again = sr("init", "--data", data, check=False)
+    assert again.returncode != 0 and "not overwriting" in again.stderr
+
+    with LocalServer(data) as server:
+        sr("admin", "--data", data, "user", "add", "alice", "--name", "Alice A")
+        sr("admin", "--data", data, "user", "add", "bob")
+        users = json.loads(sr("admin", "--data", data, "user", "list", "--json").stdout)
+        assert [u["user"] for u in users] == ["alice", "bob"]
+        homes = {}
+        for user in ("alice", "bob"):
+            issued = json.loads(
+                sr("admin", "--data", data, "code", user, "--json").stdout
+            )
+            assert set(issued) == {"user", "code", "expires_at"}
+            homes[user] = tmp_path / user
+            sr(
+                "device",
+                "activate",
+                "--home",
+                homes[user],
+                "--server",
+                server.url,
+                "--user",
+                user,
+                "--code",
+                issued["code"],
+                "--name",
+                f"{user}-phone",
+            )
+        info = json.loads(sr("device", "info", "--home", homes["bob"], "--json").stdout)
+        assert info["user"] == "bob" and len(info["device_id"]) == 16
+
+        sr("send", "--home", homes["alice"], "bob", "hello from the shell")
+        out = sr("receive", "--home", homes["bob"], "--json").stdout.splitlines()
+        (message,) = [json.loads(line) for line in out]
+        assert set(message) == {
+            "id",
+            "from_user",
+            "from_device",
+            "conversation",
+            "sent_at",
+            "text",
+        }
+        assert message["text"] == "hello from the shell"
+        assert message["from_user"] == "alice"
+
+        devices = json.loads(
+            sr("admin", "--data", data, "device", "list", "bob", "--json").stdout
+        )
+        assert [d["device_id"] for d in devices] == [info["device_id"]]
+        sr("admin", "--data", data, "device", "revoke", info["device_id"])
+        refused = sr("receive", "--home", homes["bob"], check=False)
+        assert refused.returncode == 1
+        assert "revoked" in refused.stderr
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    cases = [
+        ("receive", "--home", tmp_path / "nowhere"),
+        (
+            "device",
+            "activate",
+            "--home",
+            tmp_path / "d",
+            "--server",
+            "http://127.0.0.1:9",
+            "--user",
+            "alice",
+            "--code",
+            "not-a-code",
+        ),
+        (
+            "device",
+            "activate",
+            "--home",
+            tmp_path / "d",
+            "--server",
+            "http://127.0.0.1:9",
+            "--user",
+            "alice",
+            "--code",
+            "AAAA-BBBB-CCCC",
+        ),
+        ("admin", "--data", tmp_path / "nodata", "user", "list"),
+        ("admin", "--data", tmp_path, "code", "alice", "--ttl", "soon"),
+    ]
+    for args in cases:
+        result = sr(*args, check=False)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error:"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sr("init", "--data", data)
+    server = LocalServer(data).start()
+    assert (data / "run.json").exists()
+    assert server.stop() == 0
+    assert not (data / "run.json").exists()

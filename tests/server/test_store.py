@@ -1,0 +1,988 @@
+"""Storage conformance suite: the executable form of the rules in ``store/_protocol.py``.
+
+Every backend must pass every test here unchanged.  The ``store`` fixture is the only
+place that knows which backends exist; test bodies see nothing but the ``Store``
+interface.  To add a backend, add a fixture param and a branch in ``_backend`` that
+builds a new store object on one fresh, empty database per test.
+
+The store is async and pytest here is not: each test is written as ``async def`` taking an
+open ``Store`` and decorated with ``@scenario``, which turns it into a plain test that runs
+it with ``asyncio.run`` on a freshly opened store.  Tests that must close and reopen the
+store (durability) take the ``store`` factory directly and run themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import pytest
+
+from strongroom.errors import ConflictError, NotFoundError, SchemaError, StoreError
+from strongroom.server.store import (
+    SCHEMA_VERSION,
+    ActivationRow,
+    CodeRow,
+    DeviceRow,
+    InboxRow,
+    SqliteStore,
+    Store,
+    StoredKey,
+    UserRow,
+)
+
+# A hung store fails its test quickly instead of waiting for pytest-timeout.
+SCENARIO_TIMEOUT_S = 10.0
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z; every time is in milliseconds
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+
+
+# --- the fixture: one fresh database per test, per backend ------------------------------
+
+
+class OpenStore(Protocol):
+    """Opens a new store object on this test's database; closes it on exit."""
+
+    def __call__(
+        self, *, migrate: bool = True
+    ) -> AbstractAsyncContextManager[Store]: ...
+
+
+def _backend(name: str, tmp_path: Path) -> Callable[[], Store]:
+    if name == "sqlite":
+        path = tmp_path / "s.db"
+        return lambda: SqliteStore(path)
+    raise AssertionError(f"unknown store backend {name!r}")
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    make = _backend(request.param, tmp_path)
+
+    @asynccontextmanager
+    async def opened(*, migrate: bool = True) -> AsyncIterator[Store]:
+        s = make()
+        await s.open(migrate=migrate)
+        try:
+            yield s
+        finally:
+            await s.close()
+
+    return opened
+
+
+def arun(main: Coroutine[Any, Any, None]) -> None:
+    """Run one async scenario to completion, failing it if it hangs."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(SCENARIO_TIMEOUT_S):
+            await main
+
+    asyncio.run(bounded())
+
+
+def scenario(
+    body: Callable[[Store], Coroutine[Any, Any, None]],
+) -> Callable[[OpenStore], None]:
+    """Make ``async def test_x(s: Store)`` a plain pytest test on a freshly opened store."""
+
+    def test(store: OpenStore) -> None:
+        async def main() -> None:
+            async with store() as s:
+                await body(s)
+
+        arun(main())
+
+    test.__name__ = test.__qualname__ = body.__name__
+    test.__doc__ = body.__doc__
+    return test
+
+
+# --- plausible data ---------------------------------------------------------------------
+
+
+def _raw(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def _b64(raw: bytes) -> str:
+    """Unpadded standard base64, as vodozemac spells public keys."""
+    return base64.b64encode(raw).decode("ascii").rstrip("=")
+
+
+def device_row(user: str, name: str = "phone", *, at: int = T0) -> DeviceRow:
+    """A device as activation stores it; the id is derived from the Ed25519 key."""
+    ed25519 = _raw(f"ed25519 {user} {name}")
+    device_id = base64.b32encode(hashlib.sha256(ed25519).digest()).decode().lower()
+    return DeviceRow(
+        device_id=device_id[:16],
+        user=user,
+        name=name,
+        ed25519=_b64(ed25519),
+        curve25519=_b64(_raw(f"curve25519 {user} {name}")),
+        certificate=b"\x82\xa6signed" + ed25519 + b"\xa9signature" + _raw(name) * 2,
+        created_at=at,
+        client_version="strongroom/0.1.0",
+    )
+
+
+def otk(n: int, *, fallback: bool = False) -> StoredKey:
+    label = f"{'fallback' if fallback else 'one-time'} key {n}"
+    return StoredKey(
+        key_id=_b64(n.to_bytes(8, "big")),
+        key=_b64(_raw(label)),
+        signature=_raw(label + " signature") * 2,
+        fallback=fallback,
+    )
+
+
+def envelope_id(n: int) -> bytes:
+    return _raw(f"envelope {n}")[:16]
+
+
+def code_password(code_id: str) -> bytes:
+    return _raw(f"password for {code_id}")
+
+
+async def enrol(
+    s: Store,
+    user: str,
+    name: str = "phone",
+    *,
+    keys: Sequence[StoredKey] = (),
+    at: int = T0,
+) -> DeviceRow:
+    """Add the user if new, issue a code and activate one device with it."""
+    if await s.get_user(user) is None:
+        await s.add_user(user, user.title(), at)
+    code_id = f"code-{user}-{name}"
+    await s.add_code(code_id, user, code_password(code_id), at, at + HOUR)
+    row = device_row(user, name, at=at)
+    await s.add_device(row, code_id, at + MINUTE, list(keys))
+    return row
+
+
+async def all_inbox(s: Store, device_id: str) -> list[InboxRow]:
+    return await s.fetch(device_id, 0, 10_000)
+
+
+async def seqs(s: Store, device_id: str) -> list[int]:
+    return [row.seq for row in await all_inbox(s, device_id)]
+
+
+# --- opening and the schema ---------------------------------------------------------------
+
+
+def test_open_reports_schema_version_and_reopens_without_migrate(
+    store: OpenStore,
+) -> None:
+    async def main() -> None:
+        async with store() as s:
+            assert await s.schema_version() == SCHEMA_VERSION
+            await s.ping()
+            await s.add_user("amir", "Amir", T0)
+        async with store(migrate=False) as s:
+            assert await s.schema_version() == SCHEMA_VERSION
+            await s.ping()
+            assert await s.get_user("amir") == UserRow("amir", "Amir", T0)
+
+    arun(main())
+
+
+def test_closed_store_raises_store_error(store: OpenStore) -> None:
+    async def main() -> None:
+        async with store() as s:
+            await s.add_user("amir", "Amir", T0)
+        with pytest.raises(StoreError):
+            await s.ping()
+        with pytest.raises(StoreError):
+            await s.get_user("amir")
+        with pytest.raises(StoreError):
+            await s.add_user("bo", "Bo", T0)
+
+    arun(main())
+
+
+def _set_sqlite_schema_version(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+            )
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(version),),
+            )
+    finally:
+        conn.close()
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        return {str(row[0]) for row in rows}
+    finally:
+        conn.close()
+
+
+def test_sqlite_only_schema_version_check(tmp_path: Path) -> None:
+    """SQLite-specific: the version lives in ``meta.schema_version``."""
+
+    async def main() -> None:
+        # newer than this build: refused, with or without migrate
+        newer = tmp_path / "newer.db"
+        _set_sqlite_schema_version(newer, SCHEMA_VERSION + 1)
+        for migrate in (False, True):
+            with pytest.raises(SchemaError) as refused:
+                await SqliteStore(newer).open(migrate=migrate)
+            message = str(refused.value)
+            assert str(SCHEMA_VERSION + 1) in message
+            assert str(SCHEMA_VERSION) in message
+        assert _sqlite_tables(newer) == {"meta"}
+
+        # older than this build: refused unless migrate=True, pointing at the command
+        older = tmp_path / "older.db"
+        _set_sqlite_schema_version(older, SCHEMA_VERSION - 1)
+        with pytest.raises(SchemaError, match="strongroom migrate"):
+            await SqliteStore(older).open()
+        assert _sqlite_tables(older) == {"meta"}  # refusing changed nothing
+
+        s = SqliteStore(older)
+        await s.open(migrate=True)
+        try:
+            assert await s.schema_version() == SCHEMA_VERSION
+            await s.add_user("amir", "Amir", T0)
+            assert await s.get_user("amir") is not None
+        finally:
+            await s.close()
+
+        s = SqliteStore(older)
+        await s.open()  # now current: no migrate needed
+        await s.close()
+
+    arun(main())
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+@scenario
+async def test_add_user_and_get_user(s: Store) -> None:
+    added = await s.add_user("amir", "Amir Haddad", T0)
+    assert added == UserRow("amir", "Amir Haddad", T0, disabled=False)
+    assert await s.get_user("amir") == added
+    assert await s.get_user("bo") is None
+
+
+@scenario
+async def test_add_user_twice_conflicts_and_keeps_the_first(s: Store) -> None:
+    await s.add_user("amir", "Amir Haddad", T0)
+    with pytest.raises(ConflictError):
+        await s.add_user("amir", "Someone Else", T0 + MINUTE)
+    assert await s.get_user("amir") == UserRow("amir", "Amir Haddad", T0)
+    assert [u.user for u in await s.list_users()] == ["amir"]
+
+
+@scenario
+async def test_list_users_is_sorted_by_user(s: Store) -> None:
+    assert await s.list_users() == []
+    for i, user in enumerate(["mila", "amir", "zoe", "bo.k", "ana"]):
+        await s.add_user(user, user.title(), T0 + i)
+    users = await s.list_users()
+    assert [u.user for u in users] == ["amir", "ana", "bo.k", "mila", "zoe"]
+    assert users[0] == UserRow("amir", "Amir", T0 + 1)
+
+
+# --- activation codes -------------------------------------------------------------------
+
+
+@scenario
+async def test_add_code_and_latest_code(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    assert await s.latest_code("amir") is None
+    assert await s.latest_code("nobody") is None
+    code = await s.add_code("c1", "amir", b"\x01" * 32, T0, T0 + HOUR)
+    assert code == CodeRow("c1", "amir", b"\x01" * 32, T0, T0 + HOUR, 0, "live")
+    assert await s.latest_code("amir") == code
+
+
+@scenario
+async def test_add_code_replaces_the_earlier_live_code(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    await s.add_user("bo", "Bo", T0)
+    await s.add_code("bo-1", "bo", b"b" * 32, T0, T0 + HOUR)
+    await s.add_code("c1", "amir", b"1" * 32, T0, T0 + HOUR)
+    second = await s.add_code("c2", "amir", b"2" * 32, T0 + MINUTE, T0 + HOUR)
+
+    assert await s.latest_code("amir") == second
+    assert second.state == "live"
+    # the first code is now 'replaced': failing it reports that, and never burns it
+    first = await s.code_failed("c1", burn_after=1)
+    assert (first.code_id, first.state) == ("c1", "replaced")
+    # ... and it can no longer activate a device
+    with pytest.raises(ConflictError):
+        await s.add_device(device_row("amir"), "c1", T0 + 2 * MINUTE, [])
+    assert await s.get_device(device_row("amir").device_id) is None
+    # another user's code is untouched
+    other = await s.latest_code("bo")
+    assert other is not None
+    assert (other.code_id, other.state) == ("bo-1", "live")
+
+
+@scenario
+async def test_latest_code_is_the_last_added_within_one_millisecond(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    await s.add_code("c1", "amir", b"1" * 32, T0, T0 + HOUR)
+    second = await s.add_code("c2", "amir", b"2" * 32, T0, T0 + HOUR)
+    assert await s.latest_code("amir") == second
+
+
+@scenario
+async def test_add_code_for_unknown_user_is_not_found(s: Store) -> None:
+    with pytest.raises(NotFoundError):
+        await s.add_code("c1", "nobody", b"1" * 32, T0, T0 + HOUR)
+    assert await s.latest_code("nobody") is None
+    assert await s.get_user("nobody") is None
+
+
+@scenario
+async def test_add_code_failure_changes_nothing(s: Store) -> None:
+    """Atomicity: a code id clash must not leave the user's live code 'replaced'."""
+    await s.add_user("amir", "Amir", T0)
+    await s.add_user("bo", "Bo", T0)
+    await s.add_code("shared-id", "amir", b"a" * 32, T0, T0 + HOUR)
+    bo_code = await s.add_code("bo-1", "bo", b"b" * 32, T0, T0 + HOUR)
+    with pytest.raises(ConflictError):
+        await s.add_code("shared-id", "bo", b"c" * 32, T0 + MINUTE, T0 + HOUR)
+    assert await s.latest_code("bo") == bo_code
+
+
+@scenario
+async def test_code_failed_counts_and_burns_at_burn_after(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    await s.add_code("c1", "amir", b"1" * 32, T0, T0 + HOUR)
+    states = [await s.code_failed("c1", burn_after=3) for _ in range(4)]
+    assert [(c.failures, c.state) for c in states] == [
+        (1, "live"),
+        (2, "live"),
+        (3, "burned"),
+        (4, "burned"),
+    ]
+    assert await s.latest_code("amir") == states[-1]
+    with pytest.raises(ConflictError):
+        await s.add_device(device_row("amir"), "c1", T0 + MINUTE, [])
+    assert await s.list_devices("amir") == []
+
+
+@scenario
+async def test_code_failed_for_unknown_code_is_not_found(s: Store) -> None:
+    with pytest.raises(NotFoundError):
+        await s.code_failed("no-such-code", burn_after=3)
+
+
+# --- activation sessions ----------------------------------------------------------------
+
+
+def session(
+    session_id: str,
+    expires_at: int,
+    *,
+    code_id: str | None = "c1",
+    reason: str | None = None,
+) -> ActivationRow:
+    return ActivationRow(
+        session_id=session_id,
+        user="amir",
+        code_id=code_id,
+        shared=_raw(session_id),
+        expires_at=expires_at,
+        reason=reason,
+    )
+
+
+@scenario
+async def test_take_activation_returns_the_session_once(s: Store) -> None:
+    row = session("s-1", T0 + 5 * MINUTE)
+    dead = session("s-2", T0 + 5 * MINUTE, code_id=None, reason="none")
+    await s.put_activation(row)
+    await s.put_activation(dead)
+    assert await s.take_activation("s-1", T0 + MINUTE) == row
+    assert await s.take_activation("s-1", T0 + MINUTE) is None
+    assert await s.take_activation("s-2", T0 + MINUTE) == dead
+    assert await s.take_activation("s-2", T0 + MINUTE) is None
+    assert await s.take_activation("unknown", T0) is None
+
+
+@scenario
+async def test_take_activation_after_expiry_returns_none(s: Store) -> None:
+    await s.put_activation(session("s-1", T0 + 5 * MINUTE))
+    assert await s.take_activation("s-1", T0 + 5 * MINUTE + 1) is None
+    # an expired session is gone, not merely hidden
+    assert await s.take_activation("s-1", T0) is None
+
+
+@scenario
+async def test_prune_forgets_expired_activation_sessions(s: Store) -> None:
+    short = session("short", T0 + MINUTE)
+    long = session("long", T0 + HOUR)
+    await s.put_activation(short)
+    await s.put_activation(long)
+    await s.prune(T0 + 10 * MINUTE)
+    # asking with an earlier clock proves the expired one was deleted, not just hidden
+    assert await s.take_activation("short", T0) is None
+    assert await s.take_activation("long", T0 + 10 * MINUTE) == long
+
+
+@scenario
+async def test_prune_keeps_live_data(s: Store) -> None:
+    amir = await enrol(s, "amir", keys=[otk(1)])
+    bo = await enrol(s, "bo")
+    await s.put_activation(session("s-1", T0 + HOUR))
+    await s.accept(amir.device_id, envelope_id(1), [(bo.device_id, b"hi")], T0)
+    await s.prune(T0)
+    assert await s.pending(bo.device_id) == 1
+    assert await s.count_keys(amir.device_id) == 1
+    assert await s.take_activation("s-1", T0) is not None
+    # a send id from right now is not old: a retry is still recognised
+    again = await s.accept(amir.device_id, envelope_id(1), [(bo.device_id, b"hi")], T0)
+    assert again.duplicate
+    assert await s.pending(bo.device_id) == 1
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+@scenario
+async def test_add_device_stores_it_and_uses_up_the_code(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    await s.add_code("c1", "amir", b"1" * 32, T0, T0 + HOUR)
+    phone = device_row("amir", "phone", at=T0 + MINUTE)
+    await s.add_device(
+        phone, "c1", T0 + MINUTE, [otk(1), otk(2), otk(3, fallback=True)]
+    )
+
+    assert await s.get_device(phone.device_id) == phone
+    code = await s.latest_code("amir")
+    assert code is not None
+    assert (code.code_id, code.state) == ("c1", "used")
+    assert (
+        await s.count_keys(phone.device_id) == 2
+    )  # one-time keys; the fallback is extra
+
+    laptop = device_row("amir", "laptop", at=T0 + 2 * MINUTE)
+    with pytest.raises(ConflictError):
+        await s.add_device(laptop, "c1", T0 + 2 * MINUTE, [otk(9)])
+    assert await s.get_device(laptop.device_id) is None
+    assert await s.count_keys(laptop.device_id) == 0
+    assert await s.list_devices("amir") == [phone]
+
+
+@scenario
+async def test_add_device_with_the_same_code_concurrently_adds_one(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    await s.add_code("c1", "amir", b"1" * 32, T0, T0 + HOUR)
+    rows = [device_row("amir", f"device {i}") for i in range(8)]
+    outcomes = await asyncio.gather(
+        *(s.add_device(row, "c1", T0 + MINUTE, []) for row in rows),
+        return_exceptions=True,
+    )
+    assert sum(o is None for o in outcomes) == 1
+    assert all(o is None or isinstance(o, ConflictError) for o in outcomes)
+    assert len(await s.list_devices("amir")) == 1
+
+
+@scenario
+async def test_add_device_with_an_expired_code_conflicts(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    await s.add_code("c1", "amir", b"1" * 32, T0, T0 + HOUR)
+    phone = device_row("amir")
+    with pytest.raises(ConflictError):
+        await s.add_device(phone, "c1", T0 + HOUR + 1, [otk(1)])
+    assert await s.get_device(phone.device_id) is None
+    assert await s.list_devices() == []
+    assert await s.count_keys(phone.device_id) == 0
+
+
+@scenario
+async def test_add_device_with_an_unknown_code_conflicts(s: Store) -> None:
+    await s.add_user("amir", "Amir", T0)
+    with pytest.raises(ConflictError):
+        await s.add_device(device_row("amir"), "no-such-code", T0, [])
+    assert await s.list_devices() == []
+
+
+@scenario
+async def test_add_existing_device_conflicts_and_leaves_the_code_live(s: Store) -> None:
+    phone = await enrol(s, "amir", "phone")
+    await s.add_code("c2", "amir", b"2" * 32, T0 + MINUTE, T0 + HOUR)
+    again = device_row("amir", "phone", at=T0 + 2 * MINUTE)
+    with pytest.raises(ConflictError):
+        await s.add_device(again, "c2", T0 + 2 * MINUTE, [])
+    assert await s.get_device(phone.device_id) == phone
+    code = await s.latest_code("amir")
+    assert code is not None
+    assert (code.code_id, code.state) == ("c2", "live")  # atomic: not used up
+    laptop = device_row("amir", "laptop", at=T0 + 3 * MINUTE)
+    await s.add_device(laptop, "c2", T0 + 3 * MINUTE, [])
+    assert await s.get_device(laptop.device_id) == laptop
+
+
+@scenario
+async def test_get_and_list_devices(s: Store) -> None:
+    assert await s.list_devices() == []
+    phone = await enrol(s, "amir", "phone", at=T0)
+    laptop = await enrol(s, "amir", "laptop", at=T0 + MINUTE)
+    tablet = await enrol(s, "bo", "tablet", at=T0 + 2 * MINUTE)
+
+    assert await s.get_device(phone.device_id) == phone
+    assert await s.get_device("aaaaaaaaaaaaaaaa") is None
+
+    def by_id(rows: list[DeviceRow]) -> list[DeviceRow]:
+        return sorted(rows, key=lambda r: r.device_id)
+
+    assert by_id(await s.list_devices()) == by_id([phone, laptop, tablet])
+    assert by_id(await s.list_devices("amir")) == by_id([phone, laptop])
+    assert await s.list_devices("bo") == [tablet]
+    assert await s.list_devices("nobody") == []
+
+
+@scenario
+async def test_revoke_device(s: Store) -> None:
+    amir = await enrol(s, "amir", keys=[otk(1), otk(2, fallback=True)])
+    phone = await enrol(s, "bo", "phone", keys=[otk(1), otk(2, fallback=True)])
+    laptop = await enrol(s, "bo", "laptop", keys=[otk(1)])
+    copies = [(phone.device_id, b"to phone"), (laptop.device_id, b"to laptop")]
+    await s.accept(amir.device_id, envelope_id(1), copies, T0 + HOUR)
+
+    revoked = await s.revoke_device(phone.device_id, b"revocation 1", T0 + 2 * HOUR)
+    expected = msgspec.structs.replace(
+        phone, revoked_at=T0 + 2 * HOUR, revocation=b"revocation 1"
+    )
+    assert revoked == expected
+    assert await s.get_device(phone.device_id) == expected
+    # its inbox and keys (the fallback too) are gone
+    assert await s.pending(phone.device_id) == 0
+    assert await all_inbox(s, phone.device_id) == []
+    assert await s.count_keys(phone.device_id) == 0
+    assert await s.claim_key(phone.device_id) is None
+    # the user's other device is untouched
+    assert await s.pending(laptop.device_id) == 1
+    assert await s.count_keys(laptop.device_id) == 1
+    assert (await s.get_device(laptop.device_id)) == laptop
+
+    # revoking twice keeps the first revocation
+    twice = await s.revoke_device(phone.device_id, b"revocation 2", T0 + 3 * HOUR)
+    assert twice == expected
+    assert await s.get_device(phone.device_id) == expected
+
+
+@scenario
+async def test_revoke_unknown_device_is_not_found(s: Store) -> None:
+    with pytest.raises(NotFoundError):
+        await s.revoke_device("aaaaaaaaaaaaaaaa", b"revocation", T0)
+
+
+@scenario
+async def test_touch_device_records_last_seen_and_client_version(s: Store) -> None:
+    phone = await enrol(s, "amir")
+    other = await enrol(s, "bo")
+    assert phone.last_seen is None
+    await s.touch_device(phone.device_id, T0 + HOUR, "strongroom/0.2.0")
+    touched = await s.get_device(phone.device_id)
+    assert touched is not None
+    assert (touched.last_seen, touched.client_version) == (
+        T0 + HOUR,
+        "strongroom/0.2.0",
+    )
+    assert (touched.device_id, touched.certificate, touched.ed25519) == (
+        phone.device_id,
+        phone.certificate,
+        phone.ed25519,
+    )
+    await s.touch_device(phone.device_id, T0 + 2 * HOUR, "strongroom/0.3.0")
+    again = await s.get_device(phone.device_id)
+    assert again is not None
+    assert (again.last_seen, again.client_version) == (
+        T0 + 2 * HOUR,
+        "strongroom/0.3.0",
+    )
+    assert await s.get_device(other.device_id) == other
+
+
+# --- one-time keys ------------------------------------------------------------------------
+
+
+@scenario
+async def test_add_keys_and_count_keys(s: Store) -> None:
+    phone = await enrol(s, "amir")
+    assert await s.count_keys(phone.device_id) == 0
+    assert await s.add_keys(phone.device_id, [otk(1), otk(2), otk(3)]) == 3
+    assert await s.add_keys(phone.device_id, [otk(4), otk(5, fallback=True)]) == 4
+    assert await s.count_keys(phone.device_id) == 4
+    assert await s.count_keys("aaaaaaaaaaaaaaaa") == 0
+
+
+@scenario
+async def test_claim_key_gives_each_one_time_key_once_then_the_fallback(
+    s: Store,
+) -> None:
+    phone = await enrol(s, "amir")
+    other = await enrol(s, "bo", keys=[otk(1), otk(2, fallback=True)])
+    assert await s.claim_key(phone.device_id) is None
+    keys = [otk(1), otk(2), otk(3)]
+    fallback = otk(4, fallback=True)
+    await s.add_keys(phone.device_id, [*keys, fallback])
+
+    claimed = [await s.claim_key(phone.device_id) for _ in keys]
+    assert sorted(claimed, key=repr) == sorted(keys, key=repr)
+    assert await s.count_keys(phone.device_id) == 0
+    for _ in range(3):  # the fallback is handed out again and again, never removed
+        assert await s.claim_key(phone.device_id) == fallback
+    assert await s.count_keys(phone.device_id) == 0
+    # another device's keys are its own
+    assert await s.count_keys(other.device_id) == 1
+    assert await s.claim_key(other.device_id) == otk(1)
+
+
+@scenario
+async def test_claim_key_for_unknown_device_is_none(s: Store) -> None:
+    assert await s.claim_key("aaaaaaaaaaaaaaaa") is None
+
+
+@scenario
+async def test_a_new_fallback_key_replaces_the_old_one(s: Store) -> None:
+    phone = await enrol(s, "amir", keys=[otk(1, fallback=True)])
+    assert await s.claim_key(phone.device_id) == otk(1, fallback=True)
+    await s.add_keys(phone.device_id, [otk(2, fallback=True)])
+    assert await s.claim_key(phone.device_id) == otk(2, fallback=True)
+    # one-time keys alone leave the fallback in place
+    await s.add_keys(phone.device_id, [otk(3)])
+    assert await s.claim_key(phone.device_id) == otk(3)
+    assert await s.claim_key(phone.device_id) == otk(2, fallback=True)
+    assert await s.claim_key(phone.device_id) == otk(2, fallback=True)
+
+
+# --- envelopes ----------------------------------------------------------------------------
+
+
+@scenario
+async def test_accept_stores_one_copy_per_device(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    phone = await enrol(s, "bo", "phone")
+    laptop = await enrol(s, "bo", "laptop")
+    copies = [
+        (phone.device_id, b"sealed for phone"),
+        (laptop.device_id, b"sealed for laptop"),
+    ]
+    result = await s.accept(amir.device_id, envelope_id(1), copies, T0 + HOUR)
+    assert sorted(result.delivered_to) == sorted([phone.device_id, laptop.device_id])
+    assert result.skipped == []
+    assert not result.duplicate
+    for device_id, body in copies:
+        assert await all_inbox(s, device_id) == [
+            InboxRow(1, envelope_id(1), amir.device_id, T0 + HOUR, body)
+        ]
+    assert await all_inbox(s, amir.device_id) == []
+
+
+@scenario
+async def test_seq_starts_at_one_and_increases_by_one_per_device(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    phone = await enrol(s, "bo", "phone")
+    laptop = await enrol(s, "bo", "laptop")
+    for n in range(1, 6):
+        copies = [(phone.device_id, b"p%d" % n)]
+        if n % 2 == 0:
+            copies.append((laptop.device_id, b"l%d" % n))
+        await s.accept(amir.device_id, envelope_id(n), copies, T0 + n)
+    got = await all_inbox(s, phone.device_id)
+    assert [(r.seq, r.envelope_id, r.body) for r in got] == [
+        (n, envelope_id(n), b"p%d" % n) for n in range(1, 6)
+    ]
+    got = await all_inbox(s, laptop.device_id)
+    assert [(r.seq, r.envelope_id, r.body) for r in got] == [
+        (1, envelope_id(2), b"l2"),
+        (2, envelope_id(4), b"l4"),
+    ]
+
+
+@scenario
+async def test_accept_skips_unknown_and_revoked_devices(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    phone = await enrol(s, "bo", "phone")
+    lost = await enrol(s, "bo", "lost")
+    await s.revoke_device(lost.device_id, b"revocation", T0 + HOUR)
+    unknown = "zzzzzzzzzzzzzzzz"
+    copies = [
+        (unknown, b"x"),
+        (phone.device_id, b"to phone"),
+        (lost.device_id, b"to lost"),
+    ]
+    result = await s.accept(amir.device_id, envelope_id(1), copies, T0 + 2 * HOUR)
+    assert result.delivered_to == [phone.device_id]
+    assert sorted(result.skipped) == sorted([unknown, lost.device_id])
+    assert not result.duplicate
+    assert await seqs(s, phone.device_id) == [1]
+    assert await all_inbox(s, lost.device_id) == []
+    assert await s.pending(lost.device_id) == 0
+    assert await all_inbox(s, unknown) == []
+    # a device that appears later starts at 1: skipping consumed nothing
+    late = device_row("bo", "later")
+    await s.add_code("c-late", "bo", b"l" * 32, T0, T0 + 3 * HOUR)
+    await s.add_device(late, "c-late", T0 + 2 * HOUR, [])
+    await s.accept(amir.device_id, envelope_id(2), [(late.device_id, b"hi")], T0)
+    assert await seqs(s, late.device_id) == [1]
+
+
+@scenario
+async def test_accept_with_only_unknown_devices_stores_nothing(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    result = await s.accept(
+        amir.device_id, envelope_id(1), [("zzzzzzzzzzzzzzzz", b"x")], T0
+    )
+    assert result.delivered_to == []
+    assert result.skipped == ["zzzzzzzzzzzzzzzz"]
+    assert not result.duplicate
+
+
+@scenario
+async def test_accept_is_idempotent_per_sender_and_envelope_id(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    cleo = await enrol(s, "cleo")
+    bo = await enrol(s, "bo")
+    first = await s.accept(amir.device_id, envelope_id(1), [(bo.device_id, b"v1")], T0)
+    assert first.delivered_to == [bo.device_id]
+
+    repeat = await s.accept(
+        amir.device_id,
+        envelope_id(1),
+        [(bo.device_id, b"v2"), (cleo.device_id, b"v2")],
+        T0 + MINUTE,
+    )
+    assert repeat.duplicate
+    assert (repeat.delivered_to, repeat.skipped) == ([], [])
+    assert await all_inbox(s, bo.device_id) == [
+        InboxRow(1, envelope_id(1), amir.device_id, T0, b"v1")
+    ]
+    assert await s.pending(cleo.device_id) == 0
+
+    # the same envelope id from another sender is a different envelope
+    other = await s.accept(cleo.device_id, envelope_id(1), [(bo.device_id, b"c")], T0)
+    assert not other.duplicate
+    assert other.delivered_to == [bo.device_id]
+    # and the duplicate consumed no seq
+    assert await seqs(s, bo.device_id) == [1, 2]
+
+
+@scenario
+async def test_concurrent_repeats_store_the_envelope_once(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    bo = await enrol(s, "bo")
+    results = await asyncio.gather(
+        *(
+            s.accept(amir.device_id, envelope_id(1), [(bo.device_id, b"x")], T0)
+            for _ in range(10)
+        )
+    )
+    assert sum(not r.duplicate for r in results) == 1
+    assert await seqs(s, bo.device_id) == [1]
+
+
+@scenario
+async def test_fetch_after_and_limit_in_seq_order(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    bo = await enrol(s, "bo")
+    for n in range(1, 11):
+        await s.accept(amir.device_id, envelope_id(n), [(bo.device_id, b"%d" % n)], T0)
+    assert [r.seq for r in await s.fetch(bo.device_id, 0, 3)] == [1, 2, 3]
+    page = await s.fetch(bo.device_id, 3, 3)
+    assert [(r.seq, r.envelope_id, r.body) for r in page] == [
+        (n, envelope_id(n), b"%d" % n) for n in (4, 5, 6)
+    ]
+    assert [r.seq for r in await s.fetch(bo.device_id, 8, 100)] == [9, 10]
+    assert await s.fetch(bo.device_id, 10, 100) == []
+    assert await s.fetch(amir.device_id, 0, 100) == []
+    assert await s.fetch("zzzzzzzzzzzzzzzz", 0, 100) == []
+
+
+@scenario
+async def test_pending_counts_waiting_envelopes(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    phone = await enrol(s, "bo", "phone")
+    laptop = await enrol(s, "bo", "laptop")
+    assert await s.pending(phone.device_id) == 0
+    for n in range(1, 4):
+        await s.accept(amir.device_id, envelope_id(n), [(phone.device_id, b"p")], T0)
+    await s.accept(amir.device_id, envelope_id(9), [(laptop.device_id, b"l")], T0)
+    assert await s.pending(phone.device_id) == 3
+    assert await s.pending(laptop.device_id) == 1
+    assert await s.pending(amir.device_id) == 0
+    assert await s.pending("zzzzzzzzzzzzzzzz") == 0
+
+
+@scenario
+async def test_ack_deletes_up_to_and_including_upto(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    bo = await enrol(s, "bo")
+    cleo = await enrol(s, "cleo")
+    for n in range(1, 11):
+        copies = [(bo.device_id, b"b"), (cleo.device_id, b"c")]
+        await s.accept(amir.device_id, envelope_id(n), copies, T0)
+    await s.ack(bo.device_id, 4)
+    assert await seqs(s, bo.device_id) == [5, 6, 7, 8, 9, 10]
+    assert await s.pending(bo.device_id) == 6
+    await s.ack(bo.device_id, 2)  # already gone: nothing happens
+    assert await s.pending(bo.device_id) == 6
+    assert await s.pending(cleo.device_id) == 10  # other devices are untouched
+    await s.ack(bo.device_id, 10)
+    assert await s.pending(bo.device_id) == 0
+    assert await all_inbox(s, bo.device_id) == []
+
+
+def test_seq_is_never_reused_after_ack(store: OpenStore) -> None:
+    async def main() -> None:
+        async with store() as s:
+            amir = await enrol(s, "amir")
+            bo = await enrol(s, "bo")
+            for n in range(1, 4):
+                await s.accept(
+                    amir.device_id, envelope_id(n), [(bo.device_id, b"x")], T0
+                )
+            await s.ack(bo.device_id, 3)
+            assert await s.pending(bo.device_id) == 0
+            await s.accept(amir.device_id, envelope_id(4), [(bo.device_id, b"x")], T0)
+            assert await seqs(s, bo.device_id) == [4]
+            await s.ack(bo.device_id, 4)
+        # not even by a new store object on the same database
+        async with store() as s:
+            await s.accept(amir.device_id, envelope_id(5), [(bo.device_id, b"x")], T0)
+            assert await seqs(s, bo.device_id) == [5]
+
+    arun(main())
+
+
+@scenario
+async def test_group_commit_200_concurrent_accepts(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    devices = [await enrol(s, "bo", f"device {i}") for i in range(4)]
+    ids = [d.device_id for d in devices]
+
+    def recipients(n: int) -> list[str]:
+        return [d for i, d in enumerate(ids) if n % (i + 1) == 0]
+
+    results = await asyncio.gather(
+        *(
+            s.accept(
+                amir.device_id,
+                envelope_id(n),
+                [(d, b"%d for %s" % (n, d.encode())) for d in recipients(n)],
+                T0 + n,
+            )
+            for n in range(200)
+        )
+    )
+    for n, result in enumerate(results):
+        assert not result.duplicate
+        assert sorted(result.delivered_to) == sorted(recipients(n))
+        assert result.skipped == []
+
+    orders: list[list[bytes]] = []
+    for i, device_id in enumerate(ids):
+        inbox = await all_inbox(s, device_id)
+        expected = [n for n in range(200) if n % (i + 1) == 0]
+        # distinct, contiguous seqs from 1, one per envelope
+        assert [r.seq for r in inbox] == list(range(1, len(expected) + 1))
+        assert sorted(r.envelope_id for r in inbox) == sorted(
+            map(envelope_id, expected)
+        )
+        for r in inbox:
+            n = expected[[envelope_id(m) for m in expected].index(r.envelope_id)]
+            assert r.body == b"%d for %s" % (n, device_id.encode())
+        assert await s.pending(device_id) == len(expected)
+        orders.append([r.envelope_id for r in inbox])
+    # seq order is commit order, so any two devices see shared envelopes in one order
+    for order in orders[1:]:
+        shared = set(order)
+        assert [e for e in orders[0] if e in shared] == order
+
+
+def test_a_failing_write_does_not_fail_concurrent_writes(store: OpenStore) -> None:
+    async def main() -> None:
+        async with store() as s:
+            amir = await enrol(s, "amir")
+            bo = await enrol(s, "bo")
+            await s.add_code("c-spent", "bo", b"s" * 32, T0, T0 + HOUR)
+            await s.add_device(device_row("bo", "old"), "c-spent", T0, [])
+
+            def send(n: int) -> Coroutine[Any, Any, object]:
+                return s.accept(
+                    amir.device_id, envelope_id(n), [(bo.device_id, b"m")], T0
+                )
+
+            writes: list[Coroutine[Any, Any, object]] = [
+                *(s.add_user(f"user{n:03d}", "New", T0) for n in range(20)),
+                send(1),
+                s.add_user("amir", "Duplicate", T0),  # ConflictError
+                send(2),
+                s.add_code("c-x", "nobody", b"x" * 32, T0, T0 + HOUR),  # NotFoundError
+                send(3),
+                s.add_device(device_row("bo", "new"), "c-spent", T0, []),  # Conflict
+                *(s.add_user(f"user{n:03d}", "New", T0) for n in range(20, 40)),
+                send(4),
+            ]
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+            failures = {
+                i: type(o)
+                for i, o in enumerate(outcomes)
+                if isinstance(o, BaseException)
+            }
+            assert failures == {21: ConflictError, 23: NotFoundError, 25: ConflictError}
+            await check(s, bo.device_id)
+
+        async with store() as s:  # and what succeeded was committed
+            await check(s, bo.device_id)
+
+    async def check(s: Store, bo_device: str) -> None:
+        users = {u.user: u for u in await s.list_users()}
+        assert len(users) == 2 + 40
+        assert users["amir"].name == "Amir"
+        assert await seqs(s, bo_device) == [1, 2, 3, 4]
+        assert await s.latest_code("nobody") is None
+        assert await s.get_device(device_row("bo", "new").device_id) is None
+
+    arun(main())
+
+
+def test_accepted_envelope_survives_reopening(store: OpenStore) -> None:
+    async def main() -> None:
+        async with store() as s:
+            amir = await enrol(s, "amir")
+            bo = await enrol(s, "bo")
+            result = await s.accept(
+                amir.device_id, envelope_id(1), [(bo.device_id, b"sealed")], T0 + HOUR
+            )
+            assert result.delivered_to == [bo.device_id]
+        async with store() as s:
+            assert await all_inbox(s, bo.device_id) == [
+                InboxRow(1, envelope_id(1), amir.device_id, T0 + HOUR, b"sealed")
+            ]
+            # the send id survived too: a retry after a restart is still a duplicate
+            again = await s.accept(
+                amir.device_id, envelope_id(1), [(bo.device_id, b"sealed")], T0 + HOUR
+            )
+            assert again.duplicate
+            assert await s.pending(bo.device_id) == 1
+
+    arun(main())
