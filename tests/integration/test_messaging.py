@@ -6,8 +6,11 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from conftest import Org, arun, receive, send
 from strongroom import client, proto
+from strongroom.errors import RemoteProtocolError
 
 
 def test_messages_reach_every_device_of_both_users(org: Org) -> None:
@@ -177,3 +180,38 @@ def test_sender_skips_and_warns_about_uncertified_devices(org: Org) -> None:
     assert result.devices == [org.device_id(bob)]
     assert any("not signed by this organisation's authority" in w for w in warnings)
     assert all(r[0] != rogue.device_id for r in _inbox(org.db))
+
+
+def test_sender_refuses_a_certified_stranger_listed_as_the_recipient(org: Org) -> None:
+    alice = org.activate("alice")
+    bob = org.activate("bob")
+    eve = org.activate("eve")
+    # The server lists eve's (genuinely certified) device among bob's devices.
+    with sqlite3.connect(org.db) as conn:
+        conn.execute(
+            "UPDATE devices SET user_id='bob' WHERE device_id=?", (org.device_id(eve),)
+        )
+
+    async def go() -> tuple[client.SendResult, list[str]]:
+        async with client.Client(alice) as c:
+            return await c.send_text("bob", "for bob's eyes"), c.warnings
+
+    result, warnings = arun(go())
+    assert result.devices == [org.device_id(bob)]
+    assert any("skipped device" in w and "of eve" in w for w in warnings)
+
+
+def test_device_refuses_a_server_of_another_organisation(
+    org: Org, tmp_path: Path
+) -> None:
+    alice = org.activate("alice")
+    other = Org(tmp_path / "other")
+    with other.server:
+        store = client.LocalStore.open(alice)
+        try:
+            with store.transaction():
+                store.set_meta("server_url", other.url.encode())
+        finally:
+            store.close()
+        with pytest.raises(RemoteProtocolError, match="does not belong"):
+            arun(receive(alice))

@@ -65,7 +65,7 @@ async def call(
     if response.status_code != 200:
         try:
             error = msgspec.json.decode(response.content, type=proto.ErrorBody)
-        except msgspec.DecodeError:
+        except proto.DECODE_ERRORS:
             raise ServerRefusedError(
                 f"HTTP {response.status_code}", "internal"
             ) from None
@@ -108,11 +108,13 @@ def user_list(as_json: JsonOpt = False) -> None:
 @admin_app.command("code")
 def code(
     user: str,
-    ttl: Annotated[str, typer.Option("--ttl", help="how long the code lives")] = "48h",
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="how long the code lives (default 48h)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a one-time activation code for USER (replaces any earlier one)."""
-    seconds = parse_duration(ttl)
+    seconds = parse_duration(ttl) if ttl is not None else None
     issued = run(
         call(
             "POST",

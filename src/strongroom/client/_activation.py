@@ -53,7 +53,7 @@ async def _post(http: httpx.AsyncClient, path: str, body: msgspec.Struct) -> byt
                 tries = msgspec.json.decode(
                     response.content, type=proto.ErrorBody
                 ).tries_left
-            except msgspec.DecodeError:
+            except proto.DECODE_ERRORS:
                 tries = None
             message = str(error)
             if tries:
@@ -145,17 +145,12 @@ async def _run(
         await _post(http, "/v1/activation/finish", finish), proto.ActivationFinished
     )
     try:
-        grant = msgspec.msgpack.decode(
-            pake.open_grant(finished.sealed), type=proto.ActivationGrant
+        grant = proto.decode_msgpack(
+            pake.open_grant(finished.sealed), proto.ActivationGrant, "grant"
         )
         authority = crypto.AuthorityPublicKey(grant.authority_key)
         cert = authority.verify_certificate(grant.certificate)
-    except (
-        CryptoError,
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        RemoteProtocolError,
-    ) as exc:
+    except (CryptoError, RemoteProtocolError) as exc:
         raise ActivationError(
             "the server's answer did not verify: activation aborted"
         ) from exc
@@ -163,6 +158,7 @@ async def _run(
         cert.ed25519 != account.ed25519
         or cert.curve25519 != account.curve25519
         or cert.user != user
+        or cert.org != grant.org
         or cert.device_id != account.device_id
     ):
         raise ActivationError(

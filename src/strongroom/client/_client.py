@@ -56,7 +56,7 @@ def http_error(response: httpx.Response) -> ServerRefusedError:
     try:
         body = msgspec.json.decode(response.content, type=proto.ErrorBody)
         return ServerRefusedError(body.detail, body.code)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except proto.DECODE_ERRORS:
         return ServerRefusedError(
             f"server answered HTTP {response.status_code}", "internal"
         )
@@ -240,7 +240,8 @@ class Client:
         entries = await self.directory(to_user)
         if to_user != self.device.user:
             entries += await self.directory(self.device.user)
-        peers = await self._ensure_sessions(self.device.recipients(entries))
+        wanted = {to_user, self.device.user}
+        peers = await self._ensure_sessions(self.device.recipients(entries, wanted))
         if not any(p.user == to_user for p in peers) and to_user != self.device.user:
             raise ClientError(
                 f"{to_user} has no device this device can trust and reach"

@@ -68,6 +68,16 @@ class Device:
         self.store.set_meta("account", account.pickle(self.store.pickle_key).encode())
 
     def hello(self, challenge: proto.Challenge, client_version: str) -> proto.Hello:
+        """Answer a challenge, but only from a server of our own organisation.
+
+        Raises ``RemoteProtocolError`` if the server does not name our pinned authority.
+        """
+        if challenge.server != self.authority.fingerprint().replace(" ", ""):
+            raise RemoteProtocolError(
+                "this server does not belong to the organisation this device was "
+                "activated with",
+                "auth_failed",
+            )
         signature = self.account().sign(
             proto.hello_signing_input(challenge.nonce, self.device_id, challenge.server)
         )
@@ -123,13 +133,25 @@ class Device:
         self.store.put_peer(peer)
         return peer
 
-    def recipients(self, entries: list[proto.DeviceEntry]) -> list[Peer]:
-        """Certified, unrevoked devices among ``entries``, other than this one."""
+    def recipients(
+        self, entries: list[proto.DeviceEntry], users: set[str]
+    ) -> list[Peer]:
+        """Certified, unrevoked devices of ``users`` among ``entries``, other than this one.
+
+        A certified device of anyone else in the answer is the server trying to add a
+        listener to the conversation: it is skipped with a warning.
+        """
         peers: list[Peer] = []
         with self.store.transaction():
             for entry in entries:
                 peer = self.verify_entry(entry)
                 if peer is None or peer.revoked or peer.device_id == self.device_id:
+                    continue
+                if peer.user not in users:
+                    self.warn(
+                        f"skipped device {peer.device_id} of {peer.user}: the server listed "
+                        f"it among the devices of {', '.join(sorted(users))}"
+                    )
                     continue
                 peers.append(peer)
         return peers

@@ -1,7 +1,7 @@
 """Activation: SPAKE2 on the activation code, then an AEAD channel keyed by it.
 
-Rules (the activation protocol, both ends; the server keeps its side between two HTTP
-requests with ``serialize``/``from_serialized``):
+Rules (the activation protocol, both ends; the server finishes SPAKE2 in the first HTTP
+request and keeps only the derived key, briefly, until the second):
 
 1. The code never travels.  Both sides feed SPAKE2 (python-spake2, Ed25519 group,
    asymmetric roles, identities ``strongroom-device:<user>`` and ``strongroom-server``)

@@ -5,6 +5,7 @@ Strongroom (except the shared ``strongroom.errors``).
 """
 
 from ._codes import (
+    DECODE_ERRORS,
     MAX_BODY_BYTES,
     MAX_COPIES,
     MAX_FRAME_BYTES,
@@ -71,6 +72,7 @@ from ._objects import (
     Signed,
     Text,
     decode_certificate,
+    decode_msgpack,
     decode_olm_envelope,
     decode_payload,
     decode_revocation,
@@ -83,6 +85,7 @@ from ._objects import (
 from ._stream import MAX_PENDING_SENDS, Role, State, StreamConnection
 
 __all__ = [
+    "DECODE_ERRORS",
     "DOMAIN_CERTIFICATE",
     "DOMAIN_HELLO",
     "DOMAIN_HTTP",
@@ -142,6 +145,7 @@ __all__ = [
     "decode_certificate",
     "decode_client_frame",
     "decode_json",
+    "decode_msgpack",
     "decode_olm_envelope",
     "decode_payload",
     "decode_revocation",

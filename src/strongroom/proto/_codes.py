@@ -9,7 +9,10 @@ from __future__ import annotations
 import enum
 import re
 
+import msgspec
+
 __all__ = [
+    "DECODE_ERRORS",
     "DEVICE_ID_RE",
     "MAX_BODY_BYTES",
     "MAX_COPIES",
@@ -22,6 +25,16 @@ __all__ = [
     "valid_device_id",
     "valid_user_id",
 ]
+
+#: What msgspec may raise on hostile input: malformed bytes, wrong schema, invalid UTF-8 in
+#: a string, and nesting deep enough to exhaust the recursion limit.  Every decoder of
+#: foreign bytes maps exactly these to our own errors.
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    UnicodeDecodeError,
+    RecursionError,
+)
 
 #: Bumped only for changes an older peer cannot understand.
 PROTOCOL_VERSION = 1

@@ -14,7 +14,13 @@ import msgspec
 
 from strongroom.errors import LocalProtocolError, RemoteProtocolError
 
-from ._codes import MAX_BODY_BYTES, MAX_COPIES, MAX_FRAME_BYTES, PROTOCOL_VERSION
+from ._codes import (
+    DECODE_ERRORS,
+    MAX_BODY_BYTES,
+    MAX_COPIES,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+)
 
 __all__ = [
     "Accepted",
@@ -164,7 +170,7 @@ def decode_client_frame(data: bytes) -> ClientFrame:
     _check_size(data)
     try:
         return cast(ClientFrame, _client_decoder.decode(data))
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed frame: {exc}", "bad_frame") from exc
 
 
@@ -173,5 +179,5 @@ def decode_server_frame(data: bytes) -> ServerFrame:
     _check_size(data)
     try:
         return cast(ServerFrame, _server_decoder.decode(data))
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed frame: {exc}", "bad_frame") from exc

@@ -12,6 +12,7 @@ import msgspec
 
 from strongroom.errors import RemoteProtocolError
 
+from ._codes import DECODE_ERRORS
 from ._objects import DeviceId, OneTimeKey, Signed, UserId
 
 __all__ = [
@@ -82,7 +83,8 @@ class ActivationFinished(msgspec.Struct, frozen=True):
 class ActivationRegistration(msgspec.Struct, frozen=True):
     """Sent sealed under the PAKE key: the device's identity keys and first one-time keys.
 
-    ``proof`` is the device's Ed25519 signature over the PAKE transcript hash, so the server
+    ``proof`` is the device's Ed25519 signature over the transcript id (an HKDF output of the
+    PAKE key) in the registration domain, so the server
     knows the device holds the private key it asks to have certified.
     """
 
@@ -155,7 +157,8 @@ class UserInfo(msgspec.Struct, frozen=True):
 
 
 class CodeRequest(msgspec.Struct, frozen=True):
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 48 * 3600
+    #: None: the server's configured default (``limits.code_ttl_seconds``, 48 h).
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] | None = None
 
 
 class CodeIssued(msgspec.Struct, frozen=True):
@@ -185,7 +188,7 @@ def decode_json(data: bytes, kind: type[T]) -> T:
     """Decode an HTTP body strictly.  Raises ``RemoteProtocolError`` (``bad_request``)."""
     try:
         return msgspec.json.decode(data, type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(
             f"malformed request body: {exc}", "bad_request"
         ) from exc

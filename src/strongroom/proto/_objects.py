@@ -17,7 +17,7 @@ import msgspec
 
 from strongroom.errors import RemoteProtocolError
 
-from ._codes import MAX_BODY_BYTES
+from ._codes import DECODE_ERRORS, MAX_BODY_BYTES
 
 __all__ = [
     "DOMAIN_CERTIFICATE",
@@ -34,6 +34,7 @@ __all__ = [
     "Signed",
     "Text",
     "decode_certificate",
+    "decode_msgpack",
     "decode_olm_envelope",
     "decode_payload",
     "decode_revocation",
@@ -202,8 +203,13 @@ _payload_decoder = _decoder_for(Payload)
 def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
     try:
         return decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed {what}: {exc}", "bad_request") from exc
+
+
+def decode_msgpack(data: bytes, kind: type[T], what: str = "message") -> T:
+    """Decode MessagePack into ``kind`` strictly.  Raises ``RemoteProtocolError`` only."""
+    return _decode(msgspec.msgpack.Decoder(kind), data, what)
 
 
 def decode_certificate(data: bytes) -> DeviceCertificate:

@@ -9,8 +9,8 @@ Rules (everything that affects the stream's state lives in this file):
 2. Handshake: server sends ``Challenge``; client answers ``Hello``; server answers
    ``Welcome`` (or an ``Error`` that closes).  Nothing else may travel before ``Welcome``.
 3. Deliveries: ``Deliver.seq`` strictly increases on a connection.  ``Ack.upto`` is
-   cumulative: it never goes backwards and never names a seq not yet delivered.
-4. Sends: every ``Send`` has a fresh id on this connection and stays pending until an
+   cumulative and strictly increases; it never names a seq not yet delivered.
+4. Sends: a ``Send`` may not reuse the id of a send still pending; it stays pending until an
    ``Accepted`` or an ``Error`` with that id as ``ref`` answers it.  At most
    ``MAX_PENDING_SENDS`` are pending at once: that is the sender's flow control.
 5. An ``Error`` without ``ref`` closes the stream; after close nothing more is sent or read.

@@ -16,7 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from strongroom import crypto, proto
-from strongroom.errors import ActivationError, ConflictError, CryptoError, NotFoundError
+from strongroom.errors import (
+    ActivationError,
+    ConflictError,
+    CryptoError,
+    NotFoundError,
+    RemoteProtocolError,
+)
 
 from ._auth import NonceCache, authenticate_admin, authenticate_device
 from ._context import ServerContext
@@ -158,8 +164,10 @@ class Api:
             await self._dead_code(session.reason)
         code_id: str = session.code_id or ""
         try:
-            registration = msgspec.msgpack.decode(
-                keys.open_registration(finish.sealed), type=proto.ActivationRegistration
+            registration = proto.decode_msgpack(
+                keys.open_registration(finish.sealed),
+                proto.ActivationRegistration,
+                "registration",
             )
             crypto.verify_ed25519(
                 registration.ed25519,
@@ -172,7 +180,7 @@ class Api:
                 offered.append(registration.fallback)
             for key in offered:
                 crypto.verify_one_time_key(device_id, registration.ed25519, key)
-        except (CryptoError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (CryptoError, RemoteProtocolError) as exc:
             raise ApiRefusal(
                 400, _E.BAD_REQUEST, "activation registration rejected"
             ) from exc
@@ -351,7 +359,8 @@ class Api:
         ask = proto.decode_json(body or b"{}", proto.CodeRequest)
         code = crypto.generate_code()
         now = self.ctx.clock()
-        expires = now + ask.ttl_seconds * 1000
+        ttl = ask.ttl_seconds or self.ctx.config.limits.code_ttl_seconds
+        expires = now + ttl * 1000
         try:
             await self.ctx.store.add_code(
                 secrets.token_urlsafe(12),

@@ -135,7 +135,11 @@ class SqliteStore:
     async def open(self, *, migrate: bool = False) -> None:
         try:
             conn = self._connect()
-            self._version = self._check_schema(conn, migrate)
+            try:
+                self._version = self._check_schema(conn, migrate)
+            except BaseException:
+                conn.close()
+                raise
             self._read_conn = self._connect()
             self._reader = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="sqlite-read"
@@ -397,8 +401,8 @@ class SqliteStore:
         def fn(c: sqlite3.Connection) -> None:
             used = c.execute(
                 "UPDATE activation_codes SET state='used' "
-                "WHERE code_id=? AND state='live' AND expires_at >= ?",
-                (code_id, now),
+                "WHERE code_id=? AND user_id=? AND state='live' AND expires_at >= ?",
+                (code_id, row.user, now),
             )
             if used.rowcount != 1:
                 raise ConflictError("the activation code is no longer live")
