@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import math
 import re
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spake2.ed25519_basic import NotOnCurve
 
 from strongroom import crypto
 from strongroom.errors import ActivationError
@@ -215,12 +215,10 @@ def test_reflected_messages_are_refused() -> None:
         server.finish(server.start())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotOnCurve,
-    reason="BUG: spake2 raises NotOnCurve (not a SPAKEError nor a ValueError) for a "
-    "33-byte message whose point does not decode; finish() lets it escape",
-)
+# spake2 raises NotOnCurve (neither a SPAKEError nor a ValueError) for a message whose
+# point does not decode: finish() must still answer with ActivationError.
+
+
 def test_server_refuses_a_device_message_off_the_curve() -> None:
     server = crypto.ActivationServer(USER, crypto.code_password(CODE))
     server.start()
@@ -228,17 +226,25 @@ def test_server_refuses_a_device_message_off_the_curve() -> None:
         server.finish(b"A" * 33)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotOnCurve,
-    reason="BUG: spake2 raises NotOnCurve (not a SPAKEError nor a ValueError) for a "
-    "33-byte message whose point does not decode; finish() lets it escape",
-)
 def test_client_refuses_a_server_message_off_the_curve() -> None:
     client = crypto.ActivationClient(USER, CODE)
     client.start()
     with pytest.raises(ActivationError):
         client.finish(b"B" * 33)
+
+
+@settings(max_examples=50, deadline=None)
+@given(point=st.binary(min_size=32, max_size=32))
+def test_finish_raises_only_activation_error(point: bytes) -> None:
+    # Arbitrary points with the right side byte: about half are not on the curve.
+    server = crypto.ActivationServer(USER, crypto.code_password(CODE))
+    server.start()
+    with contextlib.suppress(ActivationError):
+        server.finish(b"A" + point)
+    client = crypto.ActivationClient(USER, CODE)
+    client.start()
+    with contextlib.suppress(ActivationError):
+        client.finish(b"B" + point)
 
 
 # --- codes ------------------------------------------------------------------------

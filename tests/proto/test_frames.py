@@ -120,6 +120,25 @@ activation_starts = st.builds(
     proto.ActivationStart, user=user_ids, pake=st.binary(min_size=33, max_size=33)
 )
 
+registrations = st.builds(
+    proto.ActivationRegistration,
+    ed25519=keys,
+    curve25519=keys,
+    name=st.text(max_size=64),
+    one_time_keys=st.lists(
+        st.builds(
+            proto.OneTimeKey,
+            key_id=st.text(B64_ALPHABET, min_size=1, max_size=32),
+            key=keys,
+            signature=st.binary(min_size=64, max_size=64),
+            fallback=st.booleans(),
+        ),
+        max_size=3,
+    ),
+    fallback=st.none(),
+    proof=st.binary(min_size=64, max_size=64),
+)
+
 
 # --- mutations of valid encodings ------------------------------------------------
 
@@ -168,6 +187,10 @@ DECODERS: dict[str, Decoder] = {
     "json_registration": lambda d: proto.decode_json(d, proto.ActivationRegistration),
     "json_upload_keys": lambda d: proto.decode_json(d, proto.UploadKeys),
     "json_claim_request": lambda d: proto.decode_json(d, proto.ClaimRequest),
+    "msgpack_registration": lambda d: proto.decode_msgpack(
+        d, proto.ActivationRegistration
+    ),
+    "msgpack_grant": lambda d: proto.decode_msgpack(d, proto.ActivationGrant),
 }
 
 #: For each decoder, valid inputs whose mutations are the most interesting fuzz seeds.
@@ -193,24 +216,18 @@ SEEDS: dict[str, st.SearchStrategy[bytes]] = {
         confirm=st.binary(min_size=32, max_size=32),
         sealed=st.binary(min_size=28, max_size=64),
     ).map(proto.encode_json),
-    "json_registration": st.builds(
-        proto.ActivationRegistration,
-        ed25519=keys,
-        curve25519=keys,
-        name=st.text(max_size=64),
-        one_time_keys=st.lists(
-            st.builds(
-                proto.OneTimeKey,
-                key_id=st.text(B64_ALPHABET, min_size=1, max_size=32),
-                key=keys,
-                signature=st.binary(min_size=64, max_size=64),
-                fallback=st.booleans(),
-            ),
-            max_size=3,
+    "json_registration": registrations.map(proto.encode_json),
+    "msgpack_registration": registrations.map(proto.encode),
+    "msgpack_grant": st.builds(
+        proto.ActivationGrant,
+        org=short_text,
+        authority_key=st.binary(min_size=32, max_size=32),
+        certificate=st.builds(
+            proto.Signed,
+            body=st.binary(max_size=64),
+            signature=st.binary(min_size=64, max_size=64),
         ),
-        fallback=st.none(),
-        proof=st.binary(min_size=64, max_size=64),
-    ).map(proto.encode_json),
+    ).map(proto.encode),
     "json_upload_keys": st.builds(
         proto.UploadKeys,
         one_time_keys=st.just([]),
@@ -222,22 +239,12 @@ SEEDS: dict[str, st.SearchStrategy[bytes]] = {
 }
 
 
-#: Exceptions that currently escape the decoders because of the bug pinned by the strict
-#: xfail test ``test_deeply_nested_input_is_a_protocol_error`` (deep nesting).  The fuzz
-#: tests tolerate exactly these so that they keep guarding against any *other* escape;
-#: when the bug is fixed that test XPASSes (and fails, being strict), and this tuple must
-#: then be emptied.
-KNOWN_ESCAPES: tuple[type[BaseException], ...] = (RecursionError,)
-
-
 def _only_protocol_error(decode: Decoder, data: bytes) -> None:
     """Decode, allowing success or RemoteProtocolError with a wire code, nothing else."""
     try:
         decode(data)
     except RemoteProtocolError as exc:
         assert exc.code in WIRE_CODES
-    except KNOWN_ESCAPES:
-        pass
 
 
 # --- round trips ------------------------------------------------------------------
@@ -468,6 +475,14 @@ def test_fuzz_arbitrary_bytes(name: str, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_fuzz_seeds_decode(name: str, data: st.DataObject) -> None:
+    # The mutation fuzz starts from inputs the decoder accepts, not from noise.
+    DECODERS[name](data.draw(SEEDS[name]))
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
 @MUTATION_FUZZ
 @given(data=st.data())
 def test_fuzz_mutated_valid_input(name: str, data: st.DataObject) -> None:
@@ -498,12 +513,8 @@ def _with_unknown_field(known: dict[str, object], depth: int) -> bytes:
 NESTED_DEPTH = 20_000  # 20 KB: far below the frame limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: msgspec raises RecursionError on deeply nested (ignored) values and "
-    "the decoders do not map it, so it escapes",
-)
+# msgspec raises RecursionError on deeply nested values, even inside a field that is
+# ignored; the decoders must map it like any other malformed input.
 @pytest.mark.parametrize(
     ("decode", "data"),
     [
@@ -540,8 +551,10 @@ NESTED_DEPTH = 20_000  # 20 KB: far below the frame limit
 )
 def test_deeply_nested_input_is_a_protocol_error(decode: Decoder, data: bytes) -> None:
     assert len(data) < proto.MAX_FRAME_BYTES
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError) as info:
         decode(data)
+    assert info.value.code in WIRE_CODES
+    assert isinstance(info.value.__cause__, RecursionError)
 
 
 _enc = msgspec.msgpack.encode

@@ -452,30 +452,31 @@ def test_sequence_rules_are_enforced_locally(open_wire: Wire) -> None:
     assert_cannot_send(w.client, send(1))
 
 
-# --- bugs -------------------------------------------------------------------------
+# --- regressions ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check tests `frame.ref` for truthiness, so an Error with ref=b'' is "
-    "neither checked against the pending sends nor treated as closing: it is accepted",
-)
-def test_client_refuses_error_with_empty_ref(open_wire: Wire) -> None:
-    assert_refuses(open_wire.client, proto.Error(code="x", detail="y", ref=b""))
+def test_error_with_empty_ref_is_not_an_answer(open_wire: Wire) -> None:
+    # ``ref=b""`` is a ref (not None): it must name a pending send like any other.
+    empty_ref = proto.Error(code="x", detail="y", ref=b"")
+    assert_refuses(open_wire.client, empty_ref)
+    assert_cannot_send(open_wire.server, empty_ref)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: send() advances the state (here: marks the id pending) before "
-    "encode_frame() refuses an oversized frame, so nothing is sent but the state moved",
-)
 def test_oversized_send_changes_nothing(open_wire: Wire) -> None:
+    # Nothing is sent, so nothing may change: the id must not be left pending.
     big = proto.Send(
         id=eid(1),
         copies=[proto.Copy(device=PEER, body=b"x" * proto.MAX_BODY_BYTES)] * 20,
     )
     assert_cannot_send(open_wire.client, big, code="frame_too_large")
-    open_wire.to_server(send(1))  # the same id, now small enough, must still go
+    open_wire.to_server(send(1))  # the same id, now small enough, still goes
+    assert open_wire.client.pending_sends == open_wire.server.pending_sends == {eid(1)}
+
+
+def test_oversized_closing_error_does_not_close(open_wire: Wire) -> None:
+    big = proto.Error(code="internal", detail="x" * proto.MAX_FRAME_BYTES)
+    assert_cannot_send(open_wire.server, big, code="frame_too_large")
+    assert both(open_wire) == {State.OPEN}
 
 
 # --- stateful: random operations through the pair ---------------------------------

@@ -69,6 +69,10 @@ def normalise_code(code: str) -> str:
 
     Raises ``ActivationError`` if what is left cannot be a code.
     """
+    if not code.isascii():  # "ß".upper() is "SS": only ASCII may become a code
+        raise ActivationError(
+            "that does not look like an activation code (XXXX-XXXX-XXXX)"
+        )
     cleaned = code.upper().replace("-", "").replace(" ", "")
     cleaned = cleaned.replace("O", "0").replace("I", "1").replace("L", "1")
     if len(cleaned) != CODE_GROUPS * CODE_GROUP_LEN or any(
@@ -139,7 +143,9 @@ class ActivationClient:
         """Raises ``ActivationError`` if the server's message is malformed."""
         try:
             self._keys = _Keys(self._spake.finish(server_message))
-        except (spake2.SPAKEError, ValueError, AssertionError) as exc:
+        # spake2 raises its own errors, ValueError, AssertionError and point-decoding
+        # errors (NotOnCurve) that share no base class: any failure here is bad input.
+        except Exception as exc:
             raise ActivationError(
                 "the server's activation message is malformed"
             ) from exc
@@ -187,7 +193,9 @@ class ActivationServer:
         """Raises ``ActivationError`` if the device's message is malformed."""
         try:
             self._shared = self._spake.finish(device_message)
-        except (spake2.SPAKEError, ValueError, AssertionError) as exc:
+        # spake2 raises its own errors, ValueError, AssertionError and point-decoding
+        # errors (NotOnCurve) that share no base class: any failure here is bad input.
+        except Exception as exc:
             raise ActivationError(
                 "the device's activation message is malformed"
             ) from exc

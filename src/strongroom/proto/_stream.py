@@ -111,8 +111,9 @@ class StreamConnection:
             raise LocalProtocolError(
                 f"{self.role.value} cannot send {type(frame).__name__}"
             )
+        data = encode_frame(frame)  # an unencodable frame must not move the state
         self._advance(frame, LocalProtocolError)
-        return encode_frame(frame)
+        return data
 
     def receive(self, data: bytes) -> Frame:
         """Decode bytes from the peer and check them against the state.
@@ -170,7 +171,9 @@ class StreamConnection:
                     f"more than {MAX_PENDING_SENDS} sends pending", "rate_limited"
                 )
             self.pending_sends.add(frame.id)
-        elif isinstance(frame, Accepted) or (isinstance(frame, Error) and frame.ref):
+        elif isinstance(frame, Accepted) or (
+            isinstance(frame, Error) and frame.ref is not None
+        ):
             ref = frame.id if isinstance(frame, Accepted) else frame.ref
             if ref not in self.pending_sends:
                 raise error("answer to a send that is not pending")
