@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
+from strongroom import client
 from strongroom.cli._local import LocalServer
 
 
@@ -130,3 +135,51 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert (data / "run.json").exists()
     assert server.stop() == 0
     assert not (data / "run.json").exists()
+
+
+def test_listen_prints_messages_as_they_arrive(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sr("init", "--data", data)
+    with LocalServer(data) as server:
+        homes = {}
+        for user in ("alice", "bob"):
+            sr("admin", "--data", data, "user", "add", user)
+            issued = json.loads(
+                sr("admin", "--data", data, "code", user, "--json").stdout
+            )
+            homes[user] = tmp_path / user
+            asyncio.run(client.activate(homes[user], server.url, user, issued["code"]))
+        with subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "strongroom",
+                "listen",
+                "--home",
+                str(homes["bob"]),
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as listener:
+            try:
+                # Wait until bob's stream is up, then send.
+                for _ in range(50):
+                    if server_connected(server.url) >= 1:
+                        break
+                    time.sleep(0.1)
+                sr("send", "--home", homes["alice"], "bob", "live one")
+                assert listener.stdout is not None
+                line = listener.stdout.readline()
+                assert json.loads(line)["text"] == "live one"
+            finally:
+                listener.terminate()
+                listener.wait(10)
+
+
+def server_connected(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("strongroom_connected_devices "):
+            return float(line.split()[1])
+    return 0.0

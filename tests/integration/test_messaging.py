@@ -215,3 +215,32 @@ def test_device_refuses_a_server_of_another_organisation(
             store.close()
         with pytest.raises(RemoteProtocolError, match="does not belong"):
             arun(receive(alice))
+
+
+def test_devices_replenish_their_one_time_keys(org: Org) -> None:
+    alice = org.activate("alice")
+    bob = org.activate("bob")
+    bob_id = org.device_id(bob)
+
+    def count() -> int:
+        with sqlite3.connect(org.db) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM one_time_keys WHERE device_id=? AND fallback=0",
+                (bob_id,),
+            ).fetchone()
+            return int(row[0])
+
+    async def drain() -> None:
+        async with client.Client(alice) as c:
+            body = proto.encode_json(proto.ClaimRequest(devices=[bob_id]))
+            for _ in range(45):
+                await c._request("POST", "/v1/keys/claim", proto.ClaimResponse, body)
+
+    assert count() == 50
+    arun(drain())
+    assert count() == 5
+    arun(receive(bob))  # connecting tells bob it is low on keys
+    assert count() == 55
+    arun(send(alice, "bob", "new session, fresh key"))
+    got, _ = arun(receive(bob))
+    assert [m.text for m in got] == ["new session, fresh key"]
