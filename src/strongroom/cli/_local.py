@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,11 +30,16 @@ class LocalServer:
     """`strongroom serve --data DIR` in a child process, stopped on exit."""
 
     def __init__(
-        self, data: Path, port: int | None = None, log: Path | None = None
+        self,
+        data: Path,
+        port: int | None = None,
+        log: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.data = data
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = log or data / "logs" / "stderr.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -52,6 +58,7 @@ class LocalServer:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *self._tls_args(),
                 ],
                 stdout=log,
                 stderr=log,
@@ -62,7 +69,10 @@ class LocalServer:
             if self.process.poll() is not None:
                 raise ConfigError(f"the server exited: see {self.log}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                ready = httpx.get(
+                    self.url + "/readyz", timeout=1.0, verify=self._verify()
+                )
+                if ready.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -71,6 +81,16 @@ class LocalServer:
         raise ConfigError(
             f"the server did not become ready in {timeout:.0f}s: see {self.log}"
         )
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.tls is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.tls[0]))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM and wait; returns the exit status."""
