@@ -2,78 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
+from _proxy import TcpProxy
 from conftest import Org, arun
 from strongroom import client, crypto
 from strongroom.errors import ActivationError
-
-
-class RecordingProxy:
-    """A TCP relay on loopback that keeps every byte the client sends."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.sent = bytearray()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> RecordingProxy:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-        with contextlib.suppress(Exception):
-            await self._server.wait_closed()
-
-    async def _relay(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        up_reader, up_writer = await asyncio.open_connection(
-            "127.0.0.1", self.target_port
-        )
-        self._writers += [writer, up_writer]
-
-        async def pipe(
-            src: asyncio.StreamReader, dst: asyncio.StreamWriter, record: bool
-        ) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await src.read(65536):
-                    if record:
-                        self.sent.extend(data)
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(
-            pipe(reader, up_writer, True), pipe(up_reader, writer, False)
-        )
 
 
 def test_the_code_never_crosses_the_wire(org: Org) -> None:
     org.add_user("alice")
     code = org.code("alice")
 
-    async def go() -> bytes:
-        async with RecordingProxy(org.server.port) as proxy:
-            url = f"http://127.0.0.1:{proxy.port}"
-            await client.activate(org.root / "alice", url, "alice", code, "phone")
-        return bytes(proxy.sent)
-
-    sent = arun(go())
+    with TcpProxy(org.server.port) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+        arun(client.activate(org.root / "alice", url, "alice", code, "phone"))
+        sent = proxy.recorded()
     assert b"/v1/activation/finish" in sent  # we did record the whole exchange
     normalised = crypto.normalise_code(code)
     for form in (code, normalised, code.lower(), code.replace("-", "")):

@@ -72,7 +72,7 @@ class Device:
 
         Raises ``RemoteProtocolError`` if the server does not name our pinned authority.
         """
-        if challenge.server != self.authority.fingerprint().replace(" ", ""):
+        if challenge.server != self.authority.fingerprint_id():
             raise RemoteProtocolError(
                 "this server does not belong to the organisation this device was "
                 "activated with",

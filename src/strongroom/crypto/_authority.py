@@ -41,6 +41,10 @@ class AuthorityPublicKey:
         digest = hashlib.sha256(self.raw).hexdigest()[:32]
         return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
 
+    def fingerprint_id(self) -> str:
+        """The fingerprint without spaces: 32 hex digits, usable as a name."""
+        return self.fingerprint().replace(" ", "")
+
     def _verify(self, domain: bytes, signed: proto.Signed) -> None:
         try:
             self._key.verify(signed.signature, proto.signing_input(domain, signed.body))

@@ -73,6 +73,8 @@ def create_app(ctx: ServerContext) -> Starlette:
             await ctx.store.ping()
         except StoreError:
             return JSONResponse({"status": "unready", "store": "down"}, 503)
+        if not ctx.bus.healthy():
+            return JSONResponse({"status": "unready", "bus": "down"}, 503)
         if not ctx.ready:
             return JSONResponse({"status": "unready"}, 503)
         return JSONResponse({"status": "ready"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from strongroom.crypto import AuthorityKey
 
@@ -18,6 +18,22 @@ __all__ = ["Metrics", "ServerContext", "wall_clock_ms"]
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 
 class Metrics:
@@ -35,6 +51,23 @@ class Metrics:
         )
         self.envelopes_out = Counter(
             "strongroom_envelopes_out", "Envelopes delivered", registry=self.registry
+        )
+        store = Histogram(
+            "strongroom_store_seconds",
+            "Time the stream's store operations took, commit included",
+            ["op"],
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        # Children looked up once: the hot path only observes.
+        self.store_accept = store.labels("accept")
+        self.store_fetch = store.labels("fetch")
+        self.store_ack = store.labels("ack")
+        self.bus_publish = Histogram(
+            "strongroom_bus_publish_seconds",
+            "Time a wake-up publish took",
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
         )
         self.activations = Counter(
             "strongroom_activations",
@@ -62,4 +95,4 @@ class ServerContext:
         self.ready = False
         # The server's name in stream challenges: the authority key's fingerprint, so a
         # device's answer is useful to no other organisation's server.
-        self.server_name = authority.public.fingerprint().replace(" ", "")
+        self.server_name = authority.public.fingerprint_id()

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from strongroom.errors import ConfigError
 from ._app import create_app
 from ._config import DataDir
 from ._context import ServerContext
-from .bus import Bus, LocalBus
+from ._logging import setup_logging
+from .bus import bus_from_url
 from .store import store_from_url
 
 __all__ = ["build_context", "migrate", "serve"]
@@ -29,33 +29,15 @@ __all__ = ["build_context", "migrate", "serve"]
 log = logging.getLogger("strongroom.server")
 
 
-def bus_from_url(url: str) -> Bus:
-    if url in ("local:", "local", ""):
-        return LocalBus()
-    raise ConfigError(f"unsupported bus URL {url!r}: this build serves local:")
-
-
 def build_context(data: DataDir) -> ServerContext:
     config = data.load_config()
+    authority = data.load_authority()
     return ServerContext(
         config=config,
         store=store_from_url(config.storage.database, data.path),
-        bus=bus_from_url(config.storage.bus),
-        authority=data.load_authority(),
+        bus=bus_from_url(config.storage.bus, authority.public.fingerprint_id()),
+        authority=authority,
     )
-
-
-def _setup_logging(data: DataDir) -> None:
-    data.logs.mkdir(exist_ok=True)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger("strongroom")
-    root.setLevel(logging.INFO)
-    for handler in (
-        logging.FileHandler(data.logs / "server.log"),
-        logging.StreamHandler(sys.stderr),
-    ):
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
 
 
 async def migrate(data: DataDir) -> int:
@@ -81,7 +63,7 @@ def serve(
     port = ctx.config.server.port if port is None else port
     # Fail before binding if the schema is wrong, with the store's own message.
     asyncio.run(_check_store(ctx))
-    _setup_logging(data)
+    setup_logging(data.logs / "server.log")
     scheme = "https" if tls_cert else "http"
     config = uvicorn.Config(
         create_app(ctx),

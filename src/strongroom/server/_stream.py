@@ -144,7 +144,8 @@ class _Session:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             elif isinstance(frame, proto.Ack):
-                await self.ctx.store.ack(device.device_id, frame.upto)
+                with self.ctx.metrics.store_ack.time():
+                    await self.ctx.store.ack(device.device_id, frame.upto)
                 self.window_open.set()
             elif isinstance(frame, proto.Ping):
                 await self.send(proto.Pong(n=frame.n))
@@ -153,9 +154,10 @@ class _Session:
         ctx = self.ctx
         copies = [(c.device, c.body) for c in send.copies]
         try:
-            result = await ctx.store.accept(
-                device.device_id, send.id, copies, ctx.clock()
-            )
+            with ctx.metrics.store_accept.time():
+                result = await ctx.store.accept(
+                    device.device_id, send.id, copies, ctx.clock()
+                )
         except StoreError:
             log.exception("store refused a send from %s", device.device_id)
             with contextlib.suppress(Exception):
@@ -167,7 +169,8 @@ class _Session:
             return
         if result.delivered_to:
             ctx.metrics.envelopes_in.inc(len(result.delivered_to))
-            await ctx.bus.publish("deliver", result.delivered_to)
+            with ctx.metrics.bus_publish.time():
+                await ctx.bus.publish("deliver", result.delivered_to)
         with contextlib.suppress(Exception):
             await self.send(
                 proto.Accepted(id=send.id, at=ctx.clock(), skipped=result.skipped)
@@ -183,9 +186,10 @@ class _Session:
                     await self.window_open.wait()
                 continue
             self.wake.clear()
-            rows = await self.ctx.store.fetch(
-                device.device_id, cursor, min(_FETCH, window - self.conn.unacked)
-            )
+            with self.ctx.metrics.store_fetch.time():
+                rows = await self.ctx.store.fetch(
+                    device.device_id, cursor, min(_FETCH, window - self.conn.unacked)
+                )
             if not rows:
                 await self.wake.wait()
                 continue

@@ -3,17 +3,22 @@
 A ``Bus`` carries no message content, only "device X has something new" (``deliver``) and
 "device X was revoked" (``revoked``).  Delivery always reads the store, so a lost wake-up
 delays a message until the next one or the device's next connection; it never loses it.
+
+Two implementations: ``LocalBus`` (one process, the default) and ``NatsBus`` (several
+server nodes sharing a NATS server or cluster).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Literal, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
-__all__ = ["Bus", "BusEvent", "LocalBus", "Subscription"]
+from strongroom.errors import ConfigError
 
-BusEvent = Literal["deliver", "revoked"]
-Listener = Callable[[BusEvent], None]
+from ._local import BusEvent, Listener, LocalBus
+from ._nats import NatsBus
+
+__all__ = ["Bus", "BusEvent", "Listener", "LocalBus", "NatsBus", "bus_from_url"]
 
 
 class Subscription(Protocol):
@@ -21,9 +26,13 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Begin connecting; returns even when the bus is not reachable yet."""
 
     async def close(self) -> None: ...
+
+    def healthy(self) -> bool:
+        """Whether wake-ups reach the other nodes now (``/readyz`` reports it)."""
 
     def subscribe(self, device_id: str, listener: Listener) -> Subscription:
         """Call ``listener`` (on the event loop, without blocking) for the device's events."""
@@ -31,37 +40,13 @@ class Bus(Protocol):
     async def publish(self, event: BusEvent, device_ids: Iterable[str]) -> None: ...
 
 
-class _LocalSubscription:
-    def __init__(self, bus: LocalBus, device_id: str, listener: Listener) -> None:
-        self._bus = bus
-        self._device_id = device_id
-        self._listener = listener
+def bus_from_url(url: str, namespace: str) -> Bus:
+    """Build the bus a URL names: ``local:`` or ``nats://HOST:PORT[,nats://…]``.
 
-    def cancel(self) -> None:
-        listeners = self._bus._listeners.get(self._device_id)
-        if listeners is not None:
-            listeners.discard(self._listener)
-            if not listeners:
-                del self._bus._listeners[self._device_id]
-
-
-class LocalBus:
-    """The in-process bus: one server process, no network."""
-
-    def __init__(self) -> None:
-        self._listeners: dict[str, set[Listener]] = {}
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._listeners.clear()
-
-    def subscribe(self, device_id: str, listener: Listener) -> Subscription:
-        self._listeners.setdefault(device_id, set()).add(listener)
-        return _LocalSubscription(self, device_id, listener)
-
-    async def publish(self, event: BusEvent, device_ids: Iterable[str]) -> None:
-        for device_id in device_ids:
-            for listener in tuple(self._listeners.get(device_id, ())):
-                listener(event)
+    ``namespace`` separates organisations that share one NATS cluster.
+    """
+    if url in ("local:", "local", ""):
+        return LocalBus()
+    if url.startswith(("nats://", "tls://")):
+        return NatsBus(url, namespace)
+    raise ConfigError(f"unsupported bus URL {url!r}: use local: or nats://HOST:PORT")
