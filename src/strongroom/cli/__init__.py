@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ._admin import admin_app
+from ._backup import backup, restore
 from ._demo import demo
 from ._device import device_app, listen, receive, send
 from ._server import init, migrate, serve
@@ -20,6 +21,8 @@ app = typer.Typer(
 app.command()(init)
 app.command()(serve)
 app.command()(migrate)
+app.command()(backup)
+app.command()(restore)
 app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.command()(send)
