@@ -1,8 +1,10 @@
 """A TCP relay on loopback, run on its own thread, that a test can record or cut.
 
 Tests use it to stand between a party and a service: to keep every byte a client sent
-(``sent``), or to break the connections of a server process to PostgreSQL or NATS the way
-a network failure would (``cut``), and to refuse new ones for a while (``refuse``).
+(``recorded``), to break the connections of a server process to PostgreSQL or NATS the way
+a network failure would (``cut``), and to refuse new ones for a while (``refuse``).  Given
+several target ports it is a failover load balancer: each new connection goes to the first
+target that accepts it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ T = TypeVar("T")
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
+    def __init__(self, *target_ports: int) -> None:
+        self.targets = target_ports
         self.sent = bytearray()
         self.port = 0
         self.connections = 0
@@ -85,9 +87,13 @@ class TcpProxy:
         if self._refusing:
             writer.transport.abort()
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
+        for port in self.targets:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
             writer.transport.abort()
             return
         self.connections += 1

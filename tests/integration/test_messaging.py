@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -66,49 +65,52 @@ def test_offline_device_gets_backlog_in_order_once(org: Org) -> None:
     assert again == []
 
 
-def _inbox(db: Path) -> list[tuple[str, int, bytes, str, int, bytes]]:
-    with sqlite3.connect(db) as conn:
-        return [
-            (r[0], r[1], bytes(r[2]), r[3], r[4], bytes(r[5]))
-            for r in conn.execute(
-                "SELECT device_id, seq, envelope_id, sender, at, body FROM inbox"
-            )
-        ]
+def _inbox(org: Org) -> list[tuple[str, int, bytes, str, int, bytes]]:
+    return [
+        (r[0], r[1], bytes(r[2]), r[3], r[4], bytes(r[5]))
+        for r in org.sql(
+            "SELECT device_id, seq, envelope_id, sender, at, body FROM inbox"
+            " ORDER BY device_id, seq"
+        )
+    ]
 
 
 def _inject(
-    db: Path, device_id: str, envelope_id: bytes, sender: str, body: bytes
+    org: Org, device_id: str, envelope_id: bytes, sender: str, body: bytes
 ) -> None:
     """What a hostile server (or whoever holds the database) can do: queue anything."""
-    with sqlite3.connect(db) as conn:
-        seq = conn.execute(
-            "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id=? RETURNING next_seq",
-            (device_id,),
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body) "
-            "VALUES (?, ?, ?, ?, 0, ?)",
-            (device_id, seq, envelope_id, sender, body),
-        )
+    ((seq,),) = org.sql(
+        "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id=? RETURNING next_seq",
+        device_id,
+    )
+    org.sql(
+        "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body) "
+        "VALUES (?, ?, ?, ?, 0, ?)",
+        device_id,
+        seq,
+        envelope_id,
+        sender,
+        body,
+    )
 
 
 def test_redelivery_is_shown_once_and_replays_are_refused(org: Org) -> None:
     alice = org.activate("alice")
     bob = org.activate("bob")
     arun(send(alice, "bob", "pay 100 to carol"))
-    (row,) = _inbox(org.db)
+    (row,) = _inbox(org)
     device, _, envelope_id, sender, _, body = row
     got, _ = arun(receive(bob))
     assert [m.text for m in got] == ["pay 100 to carol"]
 
     # The same envelope again (at-least-once delivery): dropped silently.
-    _inject(org.db, device, envelope_id, sender, body)
+    _inject(org, device, envelope_id, sender, body)
     got, warnings = arun(receive(bob))
     assert got == [] and warnings == []
-    assert _inbox(org.db) == []  # and acknowledged, so it does not come back
+    assert _inbox(org) == []  # and acknowledged, so it does not come back
 
     # The same ciphertext under a fresh envelope id: a replay, refused with a warning.
-    _inject(org.db, device, os.urandom(16), sender, body)
+    _inject(org, device, os.urandom(16), sender, body)
     got, warnings = arun(receive(bob))
     assert got == []
     assert len(warnings) == 1 and "dropped message" in warnings[0]
@@ -118,9 +120,9 @@ def test_reflection_back_to_the_sender_is_refused(org: Org) -> None:
     alice = org.activate("alice")
     org.activate("bob")
     arun(send(alice, "bob", "for bob only"))
-    (row,) = _inbox(org.db)
+    (row,) = _inbox(org)
     alice_id = org.device_id(alice)
-    _inject(org.db, alice_id, os.urandom(16), alice_id, row[5])
+    _inject(org, alice_id, os.urandom(16), alice_id, row[5])
     got, warnings = arun(receive(alice))
     assert got == []
     assert any("our own message back" in w for w in warnings)
@@ -132,8 +134,8 @@ def test_message_moved_to_another_device_is_refused(org: Org) -> None:
     bob_laptop = org.activate("bob", "laptop")
     arun(send(alice, "bob", "for the phone"))
     phone_id = org.device_id(bob_phone)
-    rows = [r for r in _inbox(org.db) if r[0] == phone_id]
-    _inject(org.db, org.device_id(bob_laptop), os.urandom(16), rows[0][3], rows[0][5])
+    rows = [r for r in _inbox(org) if r[0] == phone_id]
+    _inject(org, org.device_id(bob_laptop), os.urandom(16), rows[0][3], rows[0][5])
     got, warnings = arun(receive(bob_laptop))
     assert [m.text for m in got] == ["for the phone"]  # its own copy
     assert len(warnings) == 1 and "does not decrypt" in warnings[0]
@@ -160,16 +162,21 @@ def test_sender_skips_and_warns_about_uncertified_devices(org: Org) -> None:
         )
     )
     keys = rogue.new_one_time_keys(1)
-    with sqlite3.connect(org.db) as conn:
-        conn.execute(
-            "INSERT INTO devices(device_id, user_id, name, ed25519, curve25519, certificate,"
-            " created_at) VALUES (?, 'bob', 'x', ?, ?, ?, 0)",
-            (rogue.device_id, rogue.ed25519, rogue.curve25519, proto.encode(cert)),
-        )
-        conn.execute(
-            "INSERT INTO one_time_keys VALUES (?, ?, ?, ?, 0)",
-            (rogue.device_id, keys[0].key_id, keys[0].key, keys[0].signature),
-        )
+    org.sql(
+        "INSERT INTO devices(device_id, user_id, name, ed25519, curve25519, certificate,"
+        " created_at) VALUES (?, 'bob', 'x', ?, ?, ?, 0)",
+        rogue.device_id,
+        rogue.ed25519,
+        rogue.curve25519,
+        proto.encode(cert),
+    )
+    org.sql(
+        "INSERT INTO one_time_keys VALUES (?, ?, ?, ?, 0)",
+        rogue.device_id,
+        keys[0].key_id,
+        keys[0].key,
+        keys[0].signature,
+    )
 
     async def go() -> tuple[client.SendResult, list[str]]:
         async with client.Client(alice) as c:
@@ -179,7 +186,7 @@ def test_sender_skips_and_warns_about_uncertified_devices(org: Org) -> None:
     assert rogue.device_id not in result.devices
     assert result.devices == [org.device_id(bob)]
     assert any("not signed by this organisation's authority" in w for w in warnings)
-    assert all(r[0] != rogue.device_id for r in _inbox(org.db))
+    assert all(r[0] != rogue.device_id for r in _inbox(org))
 
 
 def test_sender_refuses_a_certified_stranger_listed_as_the_recipient(org: Org) -> None:
@@ -187,10 +194,7 @@ def test_sender_refuses_a_certified_stranger_listed_as_the_recipient(org: Org) -
     bob = org.activate("bob")
     eve = org.activate("eve")
     # The server lists eve's (genuinely certified) device among bob's devices.
-    with sqlite3.connect(org.db) as conn:
-        conn.execute(
-            "UPDATE devices SET user_id='bob' WHERE device_id=?", (org.device_id(eve),)
-        )
+    org.sql("UPDATE devices SET user_id='bob' WHERE device_id=?", org.device_id(eve))
 
     async def go() -> tuple[client.SendResult, list[str]]:
         async with client.Client(alice) as c:
@@ -223,12 +227,11 @@ def test_devices_replenish_their_one_time_keys(org: Org) -> None:
     bob_id = org.device_id(bob)
 
     def count() -> int:
-        with sqlite3.connect(org.db) as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM one_time_keys WHERE device_id=? AND fallback=0",
-                (bob_id,),
-            ).fetchone()
-            return int(row[0])
+        ((n,),) = org.sql(
+            "SELECT COUNT(*) FROM one_time_keys WHERE device_id=? AND fallback=0",
+            bob_id,
+        )
+        return int(n)
 
     async def drain() -> None:
         async with client.Client(alice) as c:

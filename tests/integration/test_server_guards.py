@@ -151,6 +151,9 @@ def test_no_plaintext_in_data_directory_or_logs(org: Org) -> None:
     got, _ = arun(receive(bob))
     assert marker in got[0].text  # the devices do read it
     arun(send(alice, "bob", f"still waiting {marker}"))  # and one stays queued
+    contents = org.database_contents()  # SQLite or PostgreSQL, table by table
+    assert len(contents) > 1000
+    assert marker.encode() not in contents
     org.server.stop()
     checked = 0
     for path in org.data.path.rglob("*"):

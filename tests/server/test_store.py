@@ -1,9 +1,15 @@
 """Storage conformance suite: the executable form of the rules of ``Store``.
 
-Every backend must pass every test here unchanged.  The ``store`` fixture is the only
-place that knows which backends exist; test bodies see nothing but the ``Store``
-interface.  To add a backend, add a fixture param and a branch in ``_backend`` that
-builds a new store object on one fresh, empty database per test.
+Every backend must pass every test here unchanged.  ``_backend`` is the only place
+that knows which backends exist; test bodies see nothing but the ``Store`` interface
+(and, for the schema-version check, the two raw operations a ``Backend`` offers).  To
+add a backend, add its name to ``BACKENDS`` and a branch in ``_backend`` that builds a
+new store object on one fresh, empty database per test.
+
+PostgreSQL runs against the local test database (``tests/_services.py``), one fresh
+schema per test, dropped afterwards; it skips when the database is not reachable
+(outside CI).  The tests at the end are PostgreSQL's own: killed connections, several
+server nodes on one database, and its URL.
 
 The rules are in ``strongroom/server/store/_protocol.py``.  The store is async and
 pytest here is not: each test is an ``async def`` taking an open ``Store``, and
@@ -17,28 +23,51 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import msgspec
 import pytest
 
-from strongroom.errors import ConflictError, NotFoundError, SchemaError, StoreError
+from _services import POSTGRES_URL, postgres_schema
+from strongroom.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    SchemaError,
+    StoreError,
+)
 from strongroom.server.store import (
     SCHEMA_VERSION,
+    AcceptResult,
     ActivationRow,
     CodeRow,
     DeviceRow,
     InboxRow,
+    PostgresStore,
     SqliteStore,
     Store,
     StoredKey,
     UserRow,
+    store_from_url,
 )
+
+T = TypeVar("T")
 
 # A hung store fails its test quickly instead of waiting for pytest-timeout.
 SCENARIO_TIMEOUT_S = 10.0
@@ -59,20 +88,48 @@ class OpenStore(Protocol):
     ) -> AbstractAsyncContextManager[Store]: ...
 
 
-def _backend(name: str, tmp_path: Path) -> Callable[[], Store]:
+class Backend(NamedTuple):
+    """One fresh database of one backend, and raw access to its schema bookkeeping."""
+
+    make: Callable[[], Store]
+    set_schema_version: Callable[[int], Awaitable[None]]
+    tables: Callable[[], Awaitable[set[str]]]
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@contextmanager
+def _backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     if name == "sqlite":
         path = tmp_path / "s.db"
-        return lambda: SqliteStore(path)
-    raise AssertionError(f"unknown store backend {name!r}")
+        yield Backend(
+            lambda: SqliteStore(path),
+            functools.partial(_set_sqlite_schema_version, path),
+            functools.partial(_sqlite_tables, path),
+        )
+    elif name == "postgres":
+        with postgres_schema() as url:  # dropped on exit
+            yield Backend(
+                lambda: PostgresStore(url),
+                functools.partial(_set_pg_schema_version, url),
+                functools.partial(_pg_tables, url),
+            )
+    else:
+        raise AssertionError(f"unknown store backend {name!r}")
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
-    make = _backend(request.param, tmp_path)
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with _backend(request.param, tmp_path) as made:
+        yield made
 
+
+@pytest.fixture
+def store(backend: Backend) -> OpenStore:
     @asynccontextmanager
     async def opened(*, migrate: bool = True) -> AsyncIterator[Store]:
-        s = make()
+        s = backend.make()
         await s.open(migrate=migrate)
         try:
             yield s
@@ -217,7 +274,7 @@ def test_closed_store_raises_store_error(store: OpenStore) -> None:
     arun(main())
 
 
-def _set_sqlite_schema_version(path: Path, version: int) -> None:
+async def _set_sqlite_schema_version(path: Path, version: int) -> None:
     conn = sqlite3.connect(path)
     try:
         with conn:
@@ -233,7 +290,7 @@ def _set_sqlite_schema_version(path: Path, version: int) -> None:
         conn.close()
 
 
-def _sqlite_tables(path: Path) -> set[str]:
+async def _sqlite_tables(path: Path) -> set[str]:
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -242,30 +299,65 @@ def _sqlite_tables(path: Path) -> set[str]:
         conn.close()
 
 
-def test_sqlite_only_schema_version_check(tmp_path: Path) -> None:
-    """SQLite-specific: the version lives in ``meta.schema_version``."""
+def _pg_schema(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["schema"][0]
+
+
+async def _pg_connect(url: str) -> asyncpg.Connection:
+    """A plain connection to the test database, searching ``url``'s schema."""
+    return await asyncpg.connect(
+        POSTGRES_URL, server_settings={"search_path": _pg_schema(url)}
+    )
+
+
+async def _set_pg_schema_version(url: str, version: int) -> None:
+    conn = await _pg_connect(url)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+        )
+        await conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', $1) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            str(version),
+        )
+    finally:
+        await conn.close()
+
+
+async def _pg_tables(url: str) -> set[str]:
+    conn = await _pg_connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1", _pg_schema(url)
+        )
+        return {str(row[0]) for row in rows}
+    finally:
+        await conn.close()
+
+
+def test_schema_version_check(backend: Backend) -> None:
+    """The version lives in ``meta.schema_version``; the raw helpers set it."""
 
     async def main() -> None:
         # newer than this build: refused, with or without migrate
-        newer = tmp_path / "newer.db"
-        _set_sqlite_schema_version(newer, SCHEMA_VERSION + 1)
+        await backend.set_schema_version(SCHEMA_VERSION + 1)
         for migrate in (False, True):
             with pytest.raises(SchemaError) as refused:
-                await SqliteStore(newer).open(migrate=migrate)
+                await backend.make().open(migrate=migrate)
             message = str(refused.value)
             assert str(SCHEMA_VERSION + 1) in message
             assert str(SCHEMA_VERSION) in message
-        assert _sqlite_tables(newer) == {"meta"}
+        assert await backend.tables() == {"meta"}
 
         # older than this build (0: nothing migrated yet): refused unless migrate=True,
         # and the message names the command that fixes it
-        older = tmp_path / "older.db"
-        _set_sqlite_schema_version(older, 0)
+        await backend.set_schema_version(0)
         with pytest.raises(SchemaError, match="strongroom migrate"):
-            await SqliteStore(older).open()
-        assert _sqlite_tables(older) == {"meta"}  # refusing changed nothing
+            await backend.make().open()
+        assert await backend.tables() == {"meta"}  # refusing changed nothing
 
-        s = SqliteStore(older)
+        s = backend.make()
         await s.open(migrate=True)
         try:
             assert await s.schema_version() == SCHEMA_VERSION
@@ -274,7 +366,7 @@ def test_sqlite_only_schema_version_check(tmp_path: Path) -> None:
         finally:
             await s.close()
 
-        s = SqliteStore(older)
+        s = backend.make()
         await s.open()  # now current: no migrate needed
         await s.close()
 
@@ -983,5 +1075,289 @@ def test_accepted_envelope_survives_reopening(store: OpenStore) -> None:
             )
             assert again.duplicate
             assert await s.pending(bo.device_id) == 1
+
+    arun(main())
+
+
+# --- PostgreSQL only ------------------------------------------------------------------
+#
+# What only a shared database server has: connections that die under the store, several
+# server nodes on one schema, a schema named in the URL.
+
+
+def _pg_url_with_name(url: str) -> tuple[str, str]:
+    """``url`` with an application name of its own, so a test can find its connections."""
+    name = f"sr_test_{secrets.token_hex(6)}"
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}", name
+
+
+async def _terminate(application_name: str) -> int:
+    """Kill every connection of that name, as a DBA or a failover would; wait for it."""
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        killed = await conn.fetch(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name = $1",
+            application_name,
+        )
+    finally:
+        await conn.close()
+    assert all(row[0] for row in killed)
+    return len(killed)
+
+
+async def _until_waiting_for_a_lock(application_name: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        for _ in range(200):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                application_name,
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+    raise AssertionError(f"no connection of {application_name} waits for a lock")
+
+
+async def _until_ok(op: Callable[[], Awaitable[T]], tries: int = 20) -> T:
+    """What a caller of the store does after a ``StoreError``: try again, a bit later."""
+    for _ in range(tries - 1):
+        try:
+            return await op()
+        except StoreError:
+            await asyncio.sleep(0.05)
+    return await op()
+
+
+def test_postgres_recovers_after_its_connections_are_killed() -> None:
+    with postgres_schema() as base:
+        url, name = _pg_url_with_name(base)
+
+        async def main() -> None:
+            s = PostgresStore(url)
+            await s.open(migrate=True)
+            try:
+                amir = await enrol(s, "amir")
+                bo = await enrol(s, "bo")
+
+                def send(n: int) -> Coroutine[Any, Any, AcceptResult]:
+                    return s.accept(
+                        amir.device_id, envelope_id(n), [(bo.device_id, b"%d" % n)], T0
+                    )
+
+                for n in range(1, 11):
+                    await send(n)
+                assert await _terminate(name) >= 2  # the pool keeps two open
+                await _until_ok(s.ping)
+                assert await seqs(s, bo.device_id) == list(range(1, 11))
+
+                # again, while a batch of writes is in flight: another session holds
+                # bo's device row, so the batch is stuck in its first statement when
+                # its connection dies.  Its callers get a StoreError (never an asyncpg
+                # one) and retry; accept is idempotent, so the retry finishes the job.
+                blocker = await _pg_connect(base)
+                try:
+                    hold = blocker.transaction()
+                    await hold.start()
+                    await blocker.execute(
+                        "SELECT 1 FROM devices WHERE device_id=$1 FOR UPDATE",
+                        bo.device_id,
+                    )
+                    writes = asyncio.gather(
+                        *(send(n) for n in range(11, 51)), return_exceptions=True
+                    )
+                    await _until_waiting_for_a_lock(name)
+                    await _terminate(name)
+                    await hold.rollback()
+                finally:
+                    await blocker.close()
+                outcomes = await writes
+                failed = [
+                    (n, outcome)
+                    for n, outcome in zip(range(11, 51), outcomes, strict=True)
+                    if isinstance(outcome, BaseException)
+                ]
+                assert failed  # the batch in flight was lost, and said so
+                for n, error in failed:
+                    assert isinstance(error, StoreError), repr(error)
+                    assert "unreachable" in str(error)
+                    await _until_ok(functools.partial(send, n))
+                await _until_ok(s.ping)
+
+                # nothing committed was lost, and nothing was stored twice
+                inbox = await all_inbox(s, bo.device_id)
+                assert [(r.seq, r.body) for r in inbox] == [
+                    (n, b"%d" % n) for n in range(1, 51)
+                ]
+                result = await send(51)
+                assert result.delivered_to == [bo.device_id]
+                await s.ack(bo.device_id, 51)
+                assert await s.pending(bo.device_id) == 0
+            finally:
+                await s.close()
+
+        arun(main())
+
+
+def test_postgres_two_nodes_on_one_schema_keep_seqs_gap_free() -> None:
+    """Two store objects are two server nodes: their batches interleave per device."""
+    with postgres_schema() as url:
+
+        async def main() -> None:
+            a, b = PostgresStore(url), PostgresStore(url)
+            await a.open(migrate=True)
+            await b.open()
+            try:
+                amir = await enrol(a, "amir")
+                ids = [(await enrol(a, "bo", f"d{i}")).device_id for i in range(4)]
+
+                # Node a sends envelope n to device n % 4, walking the devices up from
+                # d0; node b walks them down from d2.  Their concurrent batches reach
+                # the same devices in crossing orders (rule 3: still no deadlock).
+                # Both nodes also send envelopes 200..209 to every device (a client
+                # that retried via another node): each must be stored once.
+                def recipients(n: int) -> list[str]:
+                    if n >= 200:
+                        return ids
+                    return [ids[n % 4] if n < 100 else ids[(2 - n) % 4]]
+
+                def body(n: int, device_id: str) -> bytes:
+                    return b"%d for %s" % (n, device_id.encode())
+
+                def send(node: Store, n: int) -> Awaitable[AcceptResult]:
+                    copies = [(d, body(n, d)) for d in recipients(n)]
+                    return node.accept(amir.device_id, envelope_id(n), copies, T0)
+
+                sent = [*range(80), *range(100, 180), *range(200, 210)]
+                results = await asyncio.gather(
+                    *(send(a, n) for n in range(80)),
+                    *(send(b, n) for n in range(100, 180)),
+                    *(send(a, n) for n in range(200, 210)),
+                    *(send(b, n) for n in range(200, 210)),
+                )
+                assert sum(r.duplicate for r in results) == 10
+                for n, r in zip(sent, results, strict=False):
+                    assert r.duplicate or sorted(r.delivered_to) == sorted(
+                        recipients(n)
+                    )
+
+                orders: list[list[bytes]] = []
+                for device_id in ids:
+                    expected = {
+                        envelope_id(n): body(n, device_id)
+                        for n in sent
+                        if device_id in recipients(n)
+                    }
+                    for node in (a, b):
+                        inbox = await all_inbox(node, device_id)
+                        assert [r.seq for r in inbox] == list(
+                            range(1, len(expected) + 1)
+                        )
+                        assert {r.envelope_id: r.body for r in inbox} == expected
+                    orders.append([r.envelope_id for r in inbox])
+                # seq order is commit order: two devices see shared envelopes in one order
+                for order in orders[1:]:
+                    shared = set(order) & set(orders[0])
+                    assert [e for e in orders[0] if e in shared] == [
+                        e for e in order if e in shared
+                    ]
+            finally:
+                await a.close()
+                await b.close()
+
+        arun(main())
+
+
+def test_postgres_nodes_starting_together_migrate_once() -> None:
+    with postgres_schema() as url:
+
+        async def main() -> None:
+            nodes = [PostgresStore(url) for _ in range(3)]
+            await asyncio.gather(*(node.open(migrate=True) for node in nodes))
+            try:
+                assert [await n.schema_version() for n in nodes] == [SCHEMA_VERSION] * 3
+                await nodes[0].add_user("amir", "Amir", T0)
+                assert await nodes[2].get_user("amir") == UserRow("amir", "Amir", T0)
+            finally:
+                for node in nodes:
+                    await node.close()
+
+        arun(main())
+
+
+def test_postgres_migrate_creates_the_schema_and_only_with_migrate() -> None:
+    with postgres_schema() as url:
+
+        async def main() -> None:
+            conn = await asyncpg.connect(POSTGRES_URL)
+            try:
+                await conn.execute(f"DROP SCHEMA {_pg_schema(url)}")
+
+                async def exists() -> bool:
+                    found = await conn.fetchval(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = $1", _pg_schema(url)
+                    )
+                    return found is not None
+
+                with pytest.raises(SchemaError, match="strongroom migrate"):
+                    await PostgresStore(url).open()
+                assert not await exists()
+
+                s = PostgresStore(url)
+                await s.open(migrate=True)
+                try:
+                    assert await exists()
+                    await s.add_user("amir", "Amir", T0)
+                finally:
+                    await s.close()
+                assert await _pg_tables(url) >= {"meta", "users", "inbox"}
+            finally:
+                await conn.close()
+
+        arun(main())
+
+
+@pytest.mark.parametrize(
+    "schema",
+    ["", "Upper", "1st", "has-dash", "a;drop table users", "x" * 64, "pg_catalog"],
+)
+def test_postgres_bad_schema_name_is_a_config_error(schema: str) -> None:
+    url = f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
+    with pytest.raises(ConfigError, match="schema"):
+        PostgresStore(url)
+    with pytest.raises(ConfigError, match="schema"):
+        store_from_url(url, Path("."))
+
+
+def test_postgres_urls_build_a_postgres_store(tmp_path: Path) -> None:
+    for url in (
+        "postgresql://postgres@127.0.0.1:5432/test?schema=sr_main",
+        "postgres://postgres@127.0.0.1/test",
+        "postgresql://postgres@127.0.0.1/test?schema=a&schema=b",
+    ):
+        if url.count("schema=") > 1:
+            with pytest.raises(ConfigError, match="more than one schema"):
+                store_from_url(url, tmp_path)
+        else:
+            assert isinstance(store_from_url(url, tmp_path), PostgresStore)
+    with pytest.raises(ConfigError) as refused:
+        store_from_url("mysql://root:hunter2@db/x", tmp_path)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_postgres_unreachable_database_is_a_store_error() -> None:
+    async def main() -> None:
+        # port 1: nothing listens there, so the connection is refused at once
+        s = PostgresStore("postgresql://postgres:hunter2@127.0.0.1:1/test")
+        with pytest.raises(StoreError, match="unreachable") as refused:
+            await s.open()
+        assert "hunter2" not in str(refused.value)
+        with pytest.raises(StoreError, match="not open"):
+            await s.ping()
 
     arun(main())

@@ -35,10 +35,12 @@ class LocalServer:
         port: int | None = None,
         log: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data = data
         self.port = port or free_port()
         self.tls = tls
+        self.env = env or {}
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = log or data / "logs" / "stderr.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -62,7 +64,7 @@ class LocalServer:
                 ],
                 stdout=log,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

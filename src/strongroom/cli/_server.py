@@ -21,16 +21,32 @@ DataOpt = Annotated[Path, typer.Option("--data", help="the server's data directo
 def init(
     data: DataOpt = Path("strongroom-data"),
     org: Annotated[str, typer.Option("--org", help="organisation name")] = "Strongroom",
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            envvar="STRONGROOM_DATABASE_URL",
+            help="sqlite:///FILE (default) or postgresql://…[?schema=NAME]",
+        ),
+    ] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            envvar="STRONGROOM_BUS_URL",
+            help="local: (default, one node) or nats://HOST:PORT[,nats://…]",
+        ),
+    ] = None,
 ) -> None:
     """Create a new organisation: config, database, authority key, admin credential."""
     try:
-        made = server.init_data_dir(data, org)
+        made = server.init_data_dir(data, org, database=database, bus=bus)
         asyncio.run(server.migrate(made))
     except StrongroomError as exc:
         fail(str(exc))
     console.print(f"created organisation [bold]{org}[/] in {data}")
     console.print(
-        f"  authority key   {made.authority} (mode 0600; keep it out of backups)"
+        f"  authority key   {made.authority} (mode 0600; guard it like a root CA key)"
     )
     console.print(f"  admin credential {made.admin_token} (mode 0600)")
     console.print(f"next: strongroom serve --data {data}")

@@ -135,12 +135,21 @@ class DataDir:
         return f"http://{config.server.host}:{config.server.port}"
 
 
-def init_data_dir(path: Path, org: str) -> DataDir:
-    """Create a new organisation in ``path``.
+def init_data_dir(
+    path: Path, org: str, *, database: str | None = None, bus: str | None = None
+) -> DataDir:
+    """Create a new organisation in ``path``, on the named database and bus.
 
-    Raises ``ConfigError`` if ``path`` already holds one: an organisation's authority key
-    is never overwritten.
+    Raises ``ConfigError`` if ``path`` already holds one (an organisation's authority key
+    is never overwritten), or if a URL names no backend this build has.
     """
+    from .bus import bus_from_url
+    from .store import store_from_url
+
+    database = database or Storage().database
+    bus = bus or Storage().bus
+    store_from_url(database, path)  # refuse a bad URL before anything is written
+    bus_from_url(bus, "check")
     data = DataDir(path)
     if data.exists():
         raise ConfigError(
@@ -161,8 +170,8 @@ def init_data_dir(path: Path, org: str) -> DataDir:
         'host = "127.0.0.1"\n'
         "port = 8700\n\n"
         "[storage]\n"
-        'database = "sqlite:///strongroom.db"\n'
-        'bus = "local:"\n\n'
+        f"database = {json.dumps(database)}\n"
+        f"bus = {json.dumps(bus)}\n\n"
         "[admin]\n"
         f'token_sha256 = "{token_hash(token)}"\n\n'
         "[limits]\n"

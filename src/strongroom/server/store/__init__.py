@@ -1,12 +1,21 @@
-"""Server storage: one ``Store`` interface; SQLite (embedded default) behind it."""
+"""Server storage: one ``Store`` interface; SQLite (embedded default) or PostgreSQL behind it.
+
+``store_from_url`` picks the backend from the database URL in the server's config:
+``sqlite:///FILE`` (relative to the data directory), or
+``postgresql://USER@HOST:PORT/DATABASE?schema=NAME`` for several nodes sharing one
+database (``postgres://`` too; ``schema`` is optional and defaults to PostgreSQL's
+search path).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from strongroom.errors import ConfigError
 
 from ._migrations import SCHEMA_VERSION
+from ._postgres import PostgresStore
 from ._protocol import Store
 from ._rows import (
     AcceptResult,
@@ -26,6 +35,7 @@ __all__ = [
     "CodeRow",
     "DeviceRow",
     "InboxRow",
+    "PostgresStore",
     "SqliteStore",
     "Store",
     "StoredKey",
@@ -42,6 +52,17 @@ def store_from_url(url: str, data_dir: Path) -> Store:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         return SqliteStore(path if path.is_absolute() else data_dir / path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
     raise ConfigError(
-        f"unsupported database URL {url!r}: this build serves sqlite:///FILE"
+        f"unsupported database URL {_redacted(url)!r}: this build serves "
+        "sqlite:///FILE and postgresql://USER@HOST:PORT/DATABASE?schema=NAME"
     )
+
+
+def _redacted(url: str) -> str:
+    """The URL without its user and password, for messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
