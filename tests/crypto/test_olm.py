@@ -378,3 +378,20 @@ def test_one_time_key_is_used_up_by_an_inbound_session_across_pickles() -> None:
     restored = crypto.DeviceAccount.from_pickle(bob.pickle(key), key)
     with pytest.raises(DecryptionError):
         restored.create_inbound(alice.curve25519, pre_key[1])
+
+
+def test_a_non_canonical_encoding_of_a_valid_message_is_refused(
+    conversation: Conversation,
+) -> None:
+    # A normal message: version, field 1 (ratchet key, 32 bytes), field 2 (chain index,
+    # varint), field 4 (ciphertext), MAC.  The first reply of a chain has index 0;
+    # re-tagged as an unknown field, the parser skips it, the index defaults to 0 and
+    # vodozemac's re-encoding still verifies: one message under other bytes.  Refused.
+    c = conversation
+    message_type, ciphertext = c.inbound.encrypt(b"reply")
+    assert message_type == 1
+    assert ciphertext[1:3] == b"\x0a\x20" and ciphertext[35:37] == b"\x10\x00"
+    malleated = ciphertext[:35] + b"\x18" + ciphertext[36:]
+    with pytest.raises(DecryptionError, match="canonically"):
+        c.outbound.decrypt(message_type, malleated)
+    assert c.outbound.decrypt(message_type, ciphertext) == b"reply"  # the real one

@@ -65,6 +65,19 @@ def _curve(key: str) -> vodozemac.Curve25519PublicKey:
         raise CryptoError("malformed Curve25519 key") from exc
 
 
+def _message(message_type: int, ciphertext: bytes) -> vodozemac.AnyOlmMessage:
+    """Parse an Olm message, accepting only vodozemac's canonical encoding of it.
+
+    vodozemac checks the MAC over its own re-encoding of what it parsed, so other
+    encodings of one message would decrypt too; the server could then vary the bytes of a
+    message at will.  Raises ``DecodeException`` or ``DecryptionError``.
+    """
+    message = vodozemac.AnyOlmMessage.from_parts(message_type, ciphertext)
+    if message.to_parts() != (message_type, ciphertext):
+        raise DecryptionError("not a canonically encoded Olm message")
+    return message
+
+
 class OlmSession:
     """One Olm session with one other device."""
 
@@ -84,15 +97,15 @@ class OlmSession:
         if message_type != 0:
             return False
         try:
-            pre_key = vodozemac.AnyOlmMessage.from_parts(0, ciphertext).to_pre_key()
-        except vodozemac.DecodeException:
+            pre_key = _message(0, ciphertext).to_pre_key()
+        except (vodozemac.DecodeException, DecryptionError):
             return False
         return pre_key is not None and self._session.session_matches(pre_key)
 
     def decrypt(self, message_type: int, ciphertext: bytes) -> bytes:
         """Raises ``DecryptionError`` if the message is corrupt, replayed or not for us."""
         try:
-            message = vodozemac.AnyOlmMessage.from_parts(message_type, ciphertext)
+            message = _message(message_type, ciphertext)
             return self._session.decrypt(message)
         except (vodozemac.DecodeException, vodozemac.OlmDecryptionException) as exc:
             raise DecryptionError(
@@ -196,7 +209,7 @@ class DeviceAccount:
         example because its one-time key was already used: a replay).
         """
         try:
-            message = vodozemac.AnyOlmMessage.from_parts(0, ciphertext).to_pre_key()
+            message = _message(0, ciphertext).to_pre_key()
             if message is None:
                 raise DecryptionError("not a pre-key message")
             session, plaintext = self._account.create_inbound_session(
