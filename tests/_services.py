@@ -11,7 +11,9 @@ so test runs never see each other's data.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterator
@@ -21,7 +23,14 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-__all__ = ["NATS_URL", "POSTGRES_URL", "postgres_schema", "require", "with_schema"]
+__all__ = [
+    "NATS_URL",
+    "POSTGRES_URL",
+    "postgres_placeholders",
+    "postgres_schema",
+    "require",
+    "with_schema",
+]
 
 POSTGRES_URL = os.environ.get(
     "STRONGROOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -73,3 +82,9 @@ def postgres_schema() -> Iterator[str]:
         yield with_schema(POSTGRES_URL, schema)
     finally:
         asyncio.run(_admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+def postgres_placeholders(statement: str) -> str:
+    """Spell a statement's ``?`` placeholders as PostgreSQL's ``$1``, ``$2``, …"""
+    numbers = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(numbers)}", statement)

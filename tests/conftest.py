@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -14,7 +13,13 @@ import asyncpg
 import httpx
 import pytest
 
-from _services import NATS_URL, POSTGRES_URL, postgres_schema, require
+from _services import (
+    NATS_URL,
+    POSTGRES_URL,
+    postgres_placeholders,
+    postgres_schema,
+    require,
+)
 from strongroom import client, proto, server
 from strongroom.cli._local import LocalServer
 
@@ -46,11 +51,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     require(NATS_URL)
     with postgres_schema() as url:
         yield Backend("postgres", url, NATS_URL)
-
-
-def _postgres_placeholders(statement: str) -> str:
-    count = iter(range(1, 1000))
-    return re.sub(r"\?", lambda _: f"${next(count)}", statement)
 
 
 class Org:
@@ -87,7 +87,7 @@ class Org:
                 POSTGRES_URL, server_settings={"search_path": schema}
             )
             try:
-                rows = await conn.fetch(_postgres_placeholders(statement), *params)
+                rows = await conn.fetch(postgres_placeholders(statement), *params)
                 return [tuple(row) for row in rows]
             finally:
                 await conn.close()

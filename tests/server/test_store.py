@@ -44,7 +44,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from _services import POSTGRES_URL, postgres_schema
+from _services import POSTGRES_URL, postgres_placeholders, postgres_schema
 from strongroom.errors import (
     ConfigError,
     ConflictError,
@@ -58,6 +58,7 @@ from strongroom.server.store import (
     ActivationRow,
     CodeRow,
     DeviceRow,
+    GroupChangeRow,
     InboxRow,
     PostgresStore,
     SqliteStore,
@@ -66,6 +67,7 @@ from strongroom.server.store import (
     UserRow,
     store_from_url,
 )
+from strongroom.server.store._migrations import MIGRATIONS
 
 T = TypeVar("T")
 
@@ -89,11 +91,17 @@ class OpenStore(Protocol):
 
 
 class Backend(NamedTuple):
-    """One fresh database of one backend, and raw access to its schema bookkeeping."""
+    """One fresh database of one backend, and raw access to it.
+
+    ``sql`` runs statements in one transaction, as whoever holds the database could:
+    ``?`` placeholders and ``{blob}`` are spelt for the backend; it returns the rows of
+    the last statement.
+    """
 
     make: Callable[[], Store]
     set_schema_version: Callable[[int], Awaitable[None]]
     tables: Callable[[], Awaitable[set[str]]]
+    sql: Callable[[list[tuple[str, tuple[Any, ...]]]], Awaitable[list[tuple[Any, ...]]]]
 
 
 BACKENDS = ["sqlite", "postgres"]
@@ -107,6 +115,7 @@ def _backend(name: str, tmp_path: Path) -> Iterator[Backend]:
             lambda: SqliteStore(path),
             functools.partial(_set_sqlite_schema_version, path),
             functools.partial(_sqlite_tables, path),
+            functools.partial(_sqlite_sql, path),
         )
     elif name == "postgres":
         with postgres_schema() as url:  # dropped on exit
@@ -114,6 +123,7 @@ def _backend(name: str, tmp_path: Path) -> Iterator[Backend]:
                 lambda: PostgresStore(url),
                 functools.partial(_set_pg_schema_version, url),
                 functools.partial(_pg_tables, url),
+                functools.partial(_pg_sql, url),
             )
     else:
         raise AssertionError(f"unknown store backend {name!r}")
@@ -297,6 +307,36 @@ async def _sqlite_tables(path: Path) -> set[str]:
         return {str(row[0]) for row in rows}
     finally:
         conn.close()
+
+
+async def _sqlite_sql(
+    path: Path, statements: list[tuple[str, tuple[Any, ...]]]
+) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            rows: list[tuple[Any, ...]] = []
+            for statement, params in statements:
+                cursor = conn.execute(statement.format(blob="BLOB"), params)
+                rows = [tuple(r) for r in cursor.fetchall()]
+            return rows
+    finally:
+        conn.close()
+
+
+async def _pg_sql(
+    url: str, statements: list[tuple[str, tuple[Any, ...]]]
+) -> list[tuple[Any, ...]]:
+    conn = await _pg_connect(url)
+    try:
+        async with conn.transaction():
+            rows: list[tuple[Any, ...]] = []
+            for statement, params in statements:
+                text = postgres_placeholders(statement.format(blob="BYTEA"))
+                rows = [tuple(r) for r in await conn.fetch(text, *params)]
+            return rows
+    finally:
+        await conn.close()
 
 
 def _pg_schema(url: str) -> str:
@@ -1359,5 +1399,266 @@ def test_postgres_unreachable_database_is_a_store_error() -> None:
         assert "hunter2" not in str(refused.value)
         with pytest.raises(StoreError, match="not open"):
             await s.ping()
+
+    arun(main())
+
+
+# --- group messages: one body, many inboxes -------------------------------------------
+
+
+async def _members(s: Store, n: int) -> list[DeviceRow]:
+    return [await enrol(s, f"member{i:03d}") for i in range(n)]
+
+
+def test_a_group_message_to_200_devices_is_stored_once(
+    store: OpenStore, backend: Backend
+) -> None:
+    async def main() -> None:
+        async with store() as s:
+            sender = await enrol(s, "amir")
+            members = await _members(s, 200)
+            body = secrets.token_bytes(4096)
+            result = await s.accept_shared(
+                sender.device_id,
+                envelope_id(1),
+                [m.device_id for m in members],
+                body,
+                T0 + HOUR,
+            )
+            assert sorted(result.delivered_to) == sorted(m.device_id for m in members)
+            for member in (members[0], members[199]):
+                assert await all_inbox(s, member.device_id) == [
+                    InboxRow(1, envelope_id(1), sender.device_id, T0 + HOUR, body)
+                ]
+        stored = await backend.sql(
+            [("SELECT COUNT(*) FROM shared_bodies", ())],
+        )
+        per_device = await backend.sql(
+            [("SELECT COUNT(*) FROM inbox WHERE body IS NOT NULL", ())]
+        )
+        rows = await backend.sql([("SELECT COUNT(*) FROM inbox", ())])
+        assert (stored[0][0], per_device[0][0], rows[0][0]) == (1, 0, 200)
+
+    arun(main())
+
+
+@scenario
+async def test_shared_and_own_copies_share_one_sequence(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    bo = await enrol(s, "bo")
+    await s.accept(amir.device_id, envelope_id(1), [(bo.device_id, b"olm")], T0)
+    await s.accept_shared(amir.device_id, envelope_id(2), [bo.device_id], b"mg", T0)
+    await s.accept(amir.device_id, envelope_id(3), [(bo.device_id, b"olm 2")], T0)
+    assert [(r.seq, r.body) for r in await all_inbox(s, bo.device_id)] == [
+        (1, b"olm"),
+        (2, b"mg"),
+        (3, b"olm 2"),
+    ]
+
+
+@scenario
+async def test_accept_shared_is_idempotent_and_skips_unknown_devices(
+    s: Store,
+) -> None:
+    amir = await enrol(s, "amir")
+    bo = await enrol(s, "bo")
+    first = await s.accept_shared(
+        amir.device_id, envelope_id(1), [bo.device_id, "nosuchdevice0000"], b"x", T0
+    )
+    assert first.delivered_to == [bo.device_id]
+    assert first.skipped == ["nosuchdevice0000"]
+    again = await s.accept_shared(
+        amir.device_id, envelope_id(1), [bo.device_id], b"x", T0
+    )
+    assert again.duplicate and again.delivered_to == []
+    assert await seqs(s, bo.device_id) == [1]
+    nobody = await s.accept_shared(
+        amir.device_id, envelope_id(2), ["nosuchdevice0000"], b"y", T0
+    )
+    assert nobody.delivered_to == [] and nobody.skipped == ["nosuchdevice0000"]
+
+
+def test_prune_collects_shared_bodies_nobody_waits_for(
+    store: OpenStore, backend: Backend
+) -> None:
+    async def shared_count() -> int:
+        rows = await backend.sql([("SELECT COUNT(*) FROM shared_bodies", ())])
+        return int(rows[0][0])
+
+    async def main() -> None:
+        async with store() as s:
+            amir = await enrol(s, "amir")
+            bo, cy = await enrol(s, "bo"), await enrol(s, "cy")
+            devices = [bo.device_id, cy.device_id]
+            await s.accept_shared(amir.device_id, envelope_id(1), devices, b"a", T0)
+            await s.accept_shared(amir.device_id, envelope_id(2), devices, b"b", T0)
+            await s.ack(bo.device_id, 2)
+            await s.ack(cy.device_id, 1)
+            await s.prune(T0 + HOUR)
+            assert await shared_count() == 1  # cy still waits for the second
+            assert [r.body for r in await all_inbox(s, cy.device_id)] == [b"b"]
+            await s.ack(cy.device_id, 2)
+            await s.prune(T0 + 10)  # too recent: it may be being stored right now
+            assert await shared_count() == 1
+            await s.prune(T0 + HOUR)
+            assert await shared_count() == 0
+
+    arun(main())
+
+
+@scenario
+async def test_prune_drops_expired_envelopes_only(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    bo = await enrol(s, "bo")
+    await s.accept(
+        amir.device_id, envelope_id(1), [(bo.device_id, b"1")], T0, expires_at=T0 + 5
+    )
+    await s.accept_shared(
+        amir.device_id, envelope_id(2), [bo.device_id], b"2", T0, expires_at=T0 + 50
+    )
+    await s.accept(amir.device_id, envelope_id(3), [(bo.device_id, b"3")], T0)
+    assert await s.inbox_depth() == 3
+    await s.prune(T0 + 10)
+    assert [r.body for r in await all_inbox(s, bo.device_id)] == [b"2", b"3"]
+    await s.prune(T0 + 100)
+    assert [r.body for r in await all_inbox(s, bo.device_id)] == [b"3"]
+    assert await s.pending(bo.device_id) == 1
+    assert await s.inbox_depth() == 1
+
+
+# --- group chains -----------------------------------------------------------------------
+
+
+def _entry(group: str, seq: int) -> tuple[bytes, bytes]:
+    entry = _raw(f"{group} entry {seq}") * 3
+    return entry, hashlib.sha256(entry).digest()
+
+
+async def _append(s: Store, group: str, seq: int, prev: bytes) -> bytes:
+    entry, digest = _entry(group, seq)
+    await s.append_group_change(group, seq, prev, entry, digest, T0 + seq)
+    return digest
+
+
+@scenario
+async def test_group_changes_append_in_order_and_read_back(s: Store) -> None:
+    head = await _append(s, "g1", 0, bytes(32))
+    for seq in range(1, 5):
+        head = await _append(s, "g1", seq, head)
+    await _append(s, "g2", 0, bytes(32))
+    rows = await s.group_changes("g1", -1, 100)
+    assert [r.seq for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[2] == GroupChangeRow(2, *_entry("g1", 2), T0 + 2)
+    assert [r.seq for r in await s.group_changes("g1", 2, 100)] == [3, 4]
+    assert [r.seq for r in await s.group_changes("g1", 0, 2)] == [1, 2]
+    assert [r.seq for r in await s.group_changes("g2", -1, 100)] == [0]
+    assert await s.group_changes("nosuchgroup", -1, 100) == []
+
+
+@scenario
+async def test_group_change_must_extend_the_head(s: Store) -> None:
+    head = await _append(s, "g1", 0, bytes(32))
+    with pytest.raises(ConflictError, match="is at entry 0"):
+        await _append(s, "g1", 0, bytes(32))  # a second creation
+    with pytest.raises(ConflictError, match="is at entry 0"):
+        await _append(s, "g1", 2, head)  # a gap
+    with pytest.raises(ConflictError, match="is at entry 0"):
+        await _append(s, "g1", 1, _raw("another head"))  # a fork
+    with pytest.raises(ConflictError, match="does not exist"):
+        await _append(s, "g9", 3, head)
+    await _append(s, "g1", 1, head)
+    assert [r.seq for r in await s.group_changes("g1", -1, 100)] == [0, 1]
+
+
+@scenario
+async def test_concurrent_appends_at_one_seq_keep_one(s: Store) -> None:
+    head = await _append(s, "g1", 0, bytes(32))
+    entries = [(_raw(f"rival {i}") * 3, _raw(f"rival hash {i}")) for i in range(8)]
+    outcomes = await asyncio.gather(
+        *(s.append_group_change("g1", 1, head, e, h, T0) for e, h in entries),
+        return_exceptions=True,
+    )
+    assert sum(o is None for o in outcomes) == 1
+    assert all(isinstance(o, ConflictError) for o in outcomes if o is not None)
+    (row,) = await s.group_changes("g1", 0, 100)
+    assert (row.entry, row.hash) in entries
+
+
+# --- upgrades ---------------------------------------------------------------------------
+
+
+def test_upgrade_from_schema_1_loses_nothing(
+    store: OpenStore, backend: Backend
+) -> None:
+    """A database made by the first release, with people and mail in it, is migrated."""
+    amir, bo = device_row("amir"), device_row("bo")
+    waiting = [(n, envelope_id(n), f"sealed {n}".encode()) for n in (1, 2, 3)]
+
+    async def main() -> None:
+        v1: list[tuple[str, tuple[Any, ...]]] = [(st, ()) for st in MIGRATIONS[0]]
+        v1.append(("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)", ()))
+        v1.append(("INSERT INTO meta VALUES ('schema_version', '1')", ()))
+        for row in (amir, bo):
+            v1.append(
+                (
+                    "INSERT INTO users(user_id, name, created_at) VALUES (?, ?, ?)",
+                    (row.user, row.user.title(), T0),
+                )
+            )
+            v1.append(
+                (
+                    "INSERT INTO devices(device_id, user_id, name, ed25519, curve25519,"
+                    " certificate, created_at, next_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.device_id,
+                        row.user,
+                        row.name,
+                        row.ed25519,
+                        row.curve25519,
+                        row.certificate,
+                        T0,
+                        3 if row is bo else 0,
+                    ),
+                )
+            )
+        for n, eid, body in waiting:
+            v1.append(
+                (
+                    "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (bo.device_id, n, eid, amir.device_id, T0 + n, body),
+                )
+            )
+            v1.append(
+                (
+                    "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?)",
+                    (amir.device_id, eid, T0 + n),
+                )
+            )
+        await backend.sql(v1)
+
+        with pytest.raises(SchemaError, match="strongroom migrate"):
+            async with store(migrate=False):
+                pass
+        async with store(migrate=True) as s:
+            assert await s.schema_version() == SCHEMA_VERSION
+            assert [u.user for u in await s.list_users()] == ["amir", "bo"]
+            assert await s.get_device(bo.device_id) == msgspec.structs.replace(
+                bo, created_at=T0, client_version=""
+            )
+            assert await all_inbox(s, bo.device_id) == [
+                InboxRow(n, eid, amir.device_id, T0 + n, body)
+                for n, eid, body in waiting
+            ]
+            # the send ids survived: a resend is still a duplicate
+            again = await s.accept(
+                amir.device_id, envelope_id(2), [(bo.device_id, b"x")], T0
+            )
+            assert again.duplicate
+            # and numbering goes on where it was
+            await s.accept(amir.device_id, envelope_id(4), [(bo.device_id, b"4")], T0)
+            assert await seqs(s, bo.device_id) == [1, 2, 3, 4]
+            await s.ack(bo.device_id, 4)
+            assert await s.pending(bo.device_id) == 0
 
     arun(main())

@@ -80,6 +80,9 @@ def create_app(ctx: ServerContext) -> Starlette:
         return JSONResponse({"status": "ready"})
 
     async def metrics(request: Request) -> Response:
+        # The store is shared by every node: each reports the same depth.
+        with contextlib.suppress(StoreError):
+            ctx.metrics.inbox_depth.set(await ctx.store.inbox_depth())
         return Response(
             generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )

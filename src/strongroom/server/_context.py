@@ -69,6 +69,11 @@ class Metrics:
             registry=self.registry,
             buckets=_LATENCY_BUCKETS,
         )
+        self.inbox_depth = Gauge(
+            "strongroom_inbox_depth",
+            "Envelopes waiting in all inboxes (read from the store at each scrape)",
+            registry=self.registry,
+        )
         self.activations = Counter(
             "strongroom_activations",
             "Activation outcomes",

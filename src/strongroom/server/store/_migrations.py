@@ -72,6 +72,43 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX sends_at ON sends(at)",
     ],
+    # 2: groups.  A group message is one ciphertext for every member device: it is stored
+    # once in shared_bodies and the inbox rows refer to it (body NULL).  Inbox rows may
+    # expire (disappearing messages).  group_changes holds each group's signed membership
+    # chain, opaque to the server but for its position.
+    [
+        """CREATE TABLE shared_bodies (
+            sender TEXT NOT NULL,
+            envelope_id {blob} NOT NULL,
+            at BIGINT NOT NULL,
+            body {blob} NOT NULL,
+            PRIMARY KEY (sender, envelope_id)
+        )""",
+        """CREATE TABLE inbox_v2 (
+            device_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            envelope_id {blob} NOT NULL,
+            sender TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            body {blob},
+            expires_at BIGINT,
+            PRIMARY KEY (device_id, seq)
+        )""",
+        """INSERT INTO inbox_v2(device_id, seq, envelope_id, sender, at, body)
+            SELECT device_id, seq, envelope_id, sender, at, body FROM inbox""",
+        "DROP TABLE inbox",
+        "ALTER TABLE inbox_v2 RENAME TO inbox",
+        "CREATE INDEX inbox_shared ON inbox(sender, envelope_id)",
+        "CREATE INDEX inbox_expires ON inbox(expires_at) WHERE expires_at IS NOT NULL",
+        """CREATE TABLE group_changes (
+            group_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            entry {blob} NOT NULL,
+            hash {blob} NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (group_id, seq)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

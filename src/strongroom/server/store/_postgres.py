@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -49,10 +49,12 @@ from ._rows import (
     ActivationRow,
     CodeRow,
     DeviceRow,
+    GroupChangeRow,
     InboxRow,
     StoredKey,
     UserRow,
 )
+from ._shared import SEND_ID_RETENTION_MS, SHARED_GRACE_MS, check_group_head
 
 __all__ = ["PostgresStore"]
 
@@ -63,7 +65,6 @@ _POOL_MIN = 2
 _POOL_MAX = 10
 _CONNECT_TIMEOUT_S = 10.0
 _MAX_BATCH = 256
-_SEND_ID_RETENTION_MS = 7 * 24 * 3600 * 1000
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # A dead connection or a server that will not talk to us now: retrying later may work.
@@ -105,11 +106,16 @@ WITH copies AS (
     WHERE d.device_id = k.device_id AND d.revoked_at IS NULL
     RETURNING d.device_id, d.next_seq - k.copies AS base
 )
-INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body)
-SELECT copies.device_id, bump.base + copies.n, $4, $5, $6, copies.body
+INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body, expires_at)
+SELECT copies.device_id, bump.base + copies.n, $4, $5, $6, copies.body, $7
 FROM copies JOIN bump USING (device_id)
 RETURNING device_id
 """
+
+_PRUNE_SHARED = (
+    "DELETE FROM shared_bodies WHERE at < $1 AND NOT EXISTS (SELECT 1 FROM inbox i "
+    "WHERE i.sender = shared_bodies.sender AND i.envelope_id = shared_bodies.envelope_id)"
+)
 
 
 def _device(row: Any) -> DeviceRow:
@@ -654,7 +660,37 @@ class PostgresStore:
     # --- envelopes -------------------------------------------------------------------------
 
     async def accept(
-        self, sender: str, envelope_id: bytes, copies: list[tuple[str, bytes]], at: int
+        self,
+        sender: str,
+        envelope_id: bytes,
+        copies: list[tuple[str, bytes]],
+        at: int,
+        *,
+        expires_at: int | None = None,
+    ) -> AcceptResult:
+        return await self._accept(sender, envelope_id, copies, at, expires_at, None)
+
+    async def accept_shared(
+        self,
+        sender: str,
+        envelope_id: bytes,
+        devices: list[str],
+        body: bytes,
+        at: int,
+        *,
+        expires_at: int | None = None,
+    ) -> AcceptResult:
+        copies: list[tuple[str, bytes | None]] = [(d, None) for d in devices]
+        return await self._accept(sender, envelope_id, copies, at, expires_at, body)
+
+    async def _accept(
+        self,
+        sender: str,
+        envelope_id: bytes,
+        copies: Sequence[tuple[str, bytes | None]],
+        at: int,
+        expires_at: int | None,
+        shared: bytes | None,
     ) -> AcceptResult:
         devices = [device_id for device_id, _ in copies]
         numbers: list[int] = []  # the copy's place among the copies for its device
@@ -683,8 +719,18 @@ class PostgresStore:
                     envelope_id,
                     sender,
                     at,
+                    expires_at,
                 )
             }
+            if shared is not None and stored:
+                await c.execute(
+                    "INSERT INTO shared_bodies(sender, envelope_id, at, body) "
+                    "VALUES ($1, $2, $3, $4)",
+                    sender,
+                    envelope_id,
+                    at,
+                    shared,
+                )
             return AcceptResult(
                 [d for d in devices if d in stored],
                 [d for d in devices if d not in stored],
@@ -695,8 +741,12 @@ class PostgresStore:
     async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
         async def fn(c: asyncpg.Connection) -> list[InboxRow]:
             rows = await c.fetch(
-                "SELECT seq, envelope_id, sender, at, body FROM inbox "
-                "WHERE device_id=$1 AND seq>$2 ORDER BY seq LIMIT $3",
+                "SELECT i.seq, i.envelope_id, i.sender, i.at, "
+                "COALESCE(i.body, s.body) FROM inbox i "
+                "LEFT JOIN shared_bodies s "
+                "ON i.body IS NULL AND s.sender = i.sender "
+                "AND s.envelope_id = i.envelope_id "
+                "WHERE i.device_id=$1 AND i.seq>$2 ORDER BY i.seq LIMIT $3",
                 device_id,
                 after,
                 limit,
@@ -722,16 +772,68 @@ class PostgresStore:
 
         await self._batched(fn, [device_id])
 
+    async def inbox_depth(self) -> int:
+        async def fn(c: asyncpg.Connection) -> int:
+            return int(await c.fetchval("SELECT COUNT(*) FROM inbox"))
+
+        return await self._read(fn)
+
     async def prune(self, now: int) -> None:
         async def fn(c: asyncpg.Connection) -> None:
             await c.execute(
                 "DELETE FROM activation_sessions WHERE expires_at < $1", now
             )
             await c.execute(
-                "DELETE FROM sends WHERE at < $1", now - _SEND_ID_RETENTION_MS
+                "DELETE FROM sends WHERE at < $1", now - SEND_ID_RETENTION_MS
+            )
+            await c.execute("DELETE FROM inbox WHERE expires_at < $1", now)
+            await c.execute(_PRUNE_SHARED, now - SHARED_GRACE_MS)
+
+        await self._write(fn)
+
+    # --- groups ----------------------------------------------------------------------------
+
+    async def append_group_change(
+        self, group_id: str, seq: int, prev: bytes, entry: bytes, hash: bytes, at: int
+    ) -> None:
+        async def fn(c: asyncpg.Connection) -> None:
+            # Serialise appends to one group across nodes: a transaction-scoped lock on
+            # the group id (there is no row to lock before the group exists).
+            await c.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", group_id
+            )
+            head = await c.fetchrow(
+                "SELECT seq, hash FROM group_changes WHERE group_id=$1 "
+                "ORDER BY seq DESC LIMIT 1",
+                group_id,
+            )
+            check_group_head(group_id, seq, prev, None if head is None else tuple(head))
+            await c.execute(
+                "INSERT INTO group_changes(group_id, seq, entry, hash, at) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                group_id,
+                seq,
+                entry,
+                hash,
+                at,
             )
 
         await self._write(fn)
+
+    async def group_changes(
+        self, group_id: str, after: int, limit: int
+    ) -> list[GroupChangeRow]:
+        async def fn(c: asyncpg.Connection) -> list[GroupChangeRow]:
+            rows = await c.fetch(
+                "SELECT seq, entry, hash, at FROM group_changes "
+                "WHERE group_id=$1 AND seq>$2 ORDER BY seq LIMIT $3",
+                group_id,
+                after,
+                limit,
+            )
+            return [GroupChangeRow(r[0], bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
+
+        return await self._read(fn)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

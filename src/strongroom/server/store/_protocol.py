@@ -23,6 +23,7 @@ from ._rows import (
     ActivationRow,
     CodeRow,
     DeviceRow,
+    GroupChangeRow,
     InboxRow,
     StoredKey,
     UserRow,
@@ -113,11 +114,29 @@ class Store(Protocol):
         envelope_id: bytes,
         copies: list[tuple[str, bytes]],
         at: int,
+        *,
+        expires_at: int | None = None,
     ) -> AcceptResult:
         """Store one copy in each named device's inbox, durably.
 
         Copies for unknown or revoked devices are skipped (and named).  Idempotent per
-        (sender, envelope_id): a repeat stores nothing and says ``duplicate``.
+        (sender, envelope_id): a repeat stores nothing and says ``duplicate``.  Copies
+        not fetched and acknowledged by ``expires_at`` are dropped by ``prune``.
+        """
+
+    async def accept_shared(
+        self,
+        sender: str,
+        envelope_id: bytes,
+        devices: list[str],
+        body: bytes,
+        at: int,
+        *,
+        expires_at: int | None = None,
+    ) -> AcceptResult:
+        """Like ``accept`` with the same body for every device, which is stored once.
+
+        Each device's inbox refers to the one body; ``fetch`` returns it in each row.
         """
 
     async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
@@ -128,5 +147,25 @@ class Store(Protocol):
     async def ack(self, device_id: str, upto: int) -> None:
         """Delete the device's envelopes with seq <= ``upto``."""
 
+    async def inbox_depth(self) -> int:
+        """Envelopes waiting in all inboxes together (for ``/metrics``)."""
+
     async def prune(self, now: int) -> None:
-        """Forget expired activation sessions and old send ids."""
+        """Forget expired activation sessions, old send ids and expired envelopes, and
+        shared bodies no inbox refers to any more."""
+
+    # groups ------------------------------------------------------------------------------
+    async def append_group_change(
+        self, group_id: str, seq: int, prev: bytes, entry: bytes, hash: bytes, at: int
+    ) -> None:
+        """Append one entry to a group's chain: compare-and-set on the chain's head.
+
+        Raises ``ConflictError`` unless ``seq`` is one past the head and ``prev`` is the
+        head's hash (for ``seq`` 0: unless the group has no entries).  The server cannot
+        judge an entry; members' devices verify the chain.  This only keeps it linear.
+        """
+
+    async def group_changes(
+        self, group_id: str, after: int, limit: int
+    ) -> list[GroupChangeRow]:
+        """The group's entries with seq > ``after``, in seq order."""

@@ -9,6 +9,7 @@ __all__ = [
     "ActivationRow",
     "CodeRow",
     "DeviceRow",
+    "GroupChangeRow",
     "InboxRow",
     "StoredKey",
     "UserRow",
@@ -80,3 +81,12 @@ class AcceptResult(msgspec.Struct, frozen=True):
     delivered_to: list[str]
     skipped: list[str]
     duplicate: bool = False
+
+
+class GroupChangeRow(msgspec.Struct, frozen=True):
+    """One signed entry of a group's membership chain, as the server keeps it."""
+
+    seq: int
+    entry: bytes
+    hash: bytes
+    at: int

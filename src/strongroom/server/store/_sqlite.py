@@ -20,7 +20,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,16 +33,21 @@ from ._rows import (
     ActivationRow,
     CodeRow,
     DeviceRow,
+    GroupChangeRow,
     InboxRow,
     StoredKey,
     UserRow,
 )
+from ._shared import SEND_ID_RETENTION_MS, SHARED_GRACE_MS, check_group_head
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 _MAX_BATCH = 512
-_SEND_ID_RETENTION_MS = 7 * 24 * 3600 * 1000
+_PRUNE_SHARED = (
+    "DELETE FROM shared_bodies WHERE at < ? AND NOT EXISTS (SELECT 1 FROM inbox i "
+    "WHERE i.sender = shared_bodies.sender AND i.envelope_id = shared_bodies.envelope_id)"
+)
 
 _DEVICE_COLUMNS = (
     "device_id, user_id, name, ed25519, curve25519, certificate, created_at, last_seen,"
@@ -514,44 +519,52 @@ class SqliteStore:
     # --- envelopes -------------------------------------------------------------------------
 
     async def accept(
-        self, sender: str, envelope_id: bytes, copies: list[tuple[str, bytes]], at: int
+        self,
+        sender: str,
+        envelope_id: bytes,
+        copies: list[tuple[str, bytes]],
+        at: int,
+        *,
+        expires_at: int | None = None,
     ) -> AcceptResult:
         def fn(c: sqlite3.Connection) -> AcceptResult:
-            fresh = c.execute(
-                "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (sender, envelope_id, at),
-            )
-            if fresh.rowcount == 0:
-                return AcceptResult([], [], duplicate=True)
-            delivered: list[str] = []
-            skipped: list[str] = []
-            rows: list[tuple[str, int, bytes, str, int, bytes]] = []
-            for device_id, body in copies:
-                seq = c.execute(
-                    "UPDATE devices SET next_seq = next_seq + 1 "
-                    "WHERE device_id=? AND revoked_at IS NULL RETURNING next_seq",
-                    (device_id,),
-                ).fetchone()
-                if seq is None:
-                    skipped.append(device_id)
-                    continue
-                delivered.append(device_id)
-                rows.append((device_id, seq[0], envelope_id, sender, at, body))
-            c.executemany(
-                "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return AcceptResult(delivered, skipped)
+            return _store_copies(c, sender, envelope_id, copies, at, expires_at)
+
+        return await self._write(fn)
+
+    async def accept_shared(
+        self,
+        sender: str,
+        envelope_id: bytes,
+        devices: list[str],
+        body: bytes,
+        at: int,
+        *,
+        expires_at: int | None = None,
+    ) -> AcceptResult:
+        copies: list[tuple[str, bytes | None]] = [(d, None) for d in devices]
+
+        def fn(c: sqlite3.Connection) -> AcceptResult:
+            result = _store_copies(c, sender, envelope_id, copies, at, expires_at)
+            if result.delivered_to:
+                c.execute(
+                    "INSERT INTO shared_bodies(sender, envelope_id, at, body) "
+                    "VALUES (?, ?, ?, ?)",
+                    (sender, envelope_id, at, body),
+                )
+            return result
 
         return await self._write(fn)
 
     async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
         def fn(c: sqlite3.Connection) -> list[InboxRow]:
             rows = c.execute(
-                "SELECT seq, envelope_id, sender, at, body FROM inbox "
-                "WHERE device_id=? AND seq>? ORDER BY seq LIMIT ?",
+                "SELECT i.seq, i.envelope_id, i.sender, i.at, "
+                "COALESCE(i.body, s.body) FROM inbox i "
+                "LEFT JOIN shared_bodies s "
+                "ON i.body IS NULL AND s.sender = i.sender "
+                "AND s.envelope_id = i.envelope_id "
+                "WHERE i.device_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
                 (device_id, after, limit),
             ).fetchall()
             return [InboxRow(r[0], bytes(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
@@ -575,12 +588,91 @@ class SqliteStore:
 
         await self._write(fn)
 
+    async def inbox_depth(self) -> int:
+        def fn(c: sqlite3.Connection) -> int:
+            return int(c.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+
+        return await self._read(fn)
+
     async def prune(self, now: int) -> None:
         def fn(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM activation_sessions WHERE expires_at < ?", (now,))
-            c.execute("DELETE FROM sends WHERE at < ?", (now - _SEND_ID_RETENTION_MS,))
+            c.execute("DELETE FROM sends WHERE at < ?", (now - SEND_ID_RETENTION_MS,))
+            c.execute("DELETE FROM inbox WHERE expires_at < ?", (now,))
+            c.execute(_PRUNE_SHARED, (now - SHARED_GRACE_MS,))
 
         await self._write(fn)
+
+    # --- groups ----------------------------------------------------------------------------
+
+    async def append_group_change(
+        self, group_id: str, seq: int, prev: bytes, entry: bytes, hash: bytes, at: int
+    ) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            head = c.execute(
+                "SELECT seq, hash FROM group_changes WHERE group_id=? "
+                "ORDER BY seq DESC LIMIT 1",
+                (group_id,),
+            ).fetchone()
+            check_group_head(group_id, seq, prev, head)
+            c.execute(
+                "INSERT INTO group_changes(group_id, seq, entry, hash, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (group_id, seq, entry, hash, at),
+            )
+
+        await self._write(fn)
+
+    async def group_changes(
+        self, group_id: str, after: int, limit: int
+    ) -> list[GroupChangeRow]:
+        def fn(c: sqlite3.Connection) -> list[GroupChangeRow]:
+            rows = c.execute(
+                "SELECT seq, entry, hash, at FROM group_changes "
+                "WHERE group_id=? AND seq>? ORDER BY seq LIMIT ?",
+                (group_id, after, limit),
+            ).fetchall()
+            return [GroupChangeRow(r[0], bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
+
+        return await self._read(fn)
+
+
+def _store_copies(
+    c: sqlite3.Connection,
+    sender: str,
+    envelope_id: bytes,
+    copies: Sequence[tuple[str, bytes | None]],
+    at: int,
+    expires_at: int | None,
+) -> AcceptResult:
+    """Number and store each copy; a None body refers to the shared body."""
+    fresh = c.execute(
+        "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        (sender, envelope_id, at),
+    )
+    if fresh.rowcount == 0:
+        return AcceptResult([], [], duplicate=True)
+    delivered: list[str] = []
+    skipped: list[str] = []
+    rows: list[tuple[str, int, bytes, str, int, bytes | None, int | None]] = []
+    for device_id, body in copies:
+        seq = c.execute(
+            "UPDATE devices SET next_seq = next_seq + 1 "
+            "WHERE device_id=? AND revoked_at IS NULL RETURNING next_seq",
+            (device_id,),
+        ).fetchone()
+        if seq is None:
+            skipped.append(device_id)
+            continue
+        delivered.append(device_id)
+        rows.append((device_id, seq[0], envelope_id, sender, at, body, expires_at))
+    c.executemany(
+        "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return AcceptResult(delivered, skipped)
 
 
 def _insert_keys(c: sqlite3.Connection, device_id: str, keys: list[StoredKey]) -> None:
