@@ -54,7 +54,13 @@ welcomes = st.builds(
     pending=ints,
 )
 delivers = st.builds(
-    proto.Deliver, seq=seqs, id=envelope_ids, sender=device_ids, at=ints, body=bodies
+    proto.Deliver,
+    seq=seqs,
+    id=envelope_ids,
+    sender=device_ids,
+    at=ints,
+    body=bodies,
+    shared=st.booleans(),
 )
 accepteds = st.builds(
     proto.Accepted, id=envelope_ids, at=ints, skipped=st.lists(short_text, max_size=4)
@@ -78,13 +84,27 @@ hellos = st.builds(
     version=ints,
 )
 copies = st.builds(proto.Copy, device=device_ids, body=bodies)
+blob_ids = st.from_regex(r"\A[a-z2-7]{26}\Z")
+expiries = st.none() | ints
 sends = st.builds(
-    proto.Send, id=envelope_ids, copies=st.lists(copies, min_size=1, max_size=4)
+    proto.Send,
+    id=envelope_ids,
+    copies=st.lists(copies, min_size=1, max_size=4),
+    expires_at=expiries,
+    blobs=st.lists(blob_ids, max_size=3),
+)
+shared_sends = st.builds(
+    proto.SendShared,
+    id=envelope_ids,
+    devices=st.lists(device_ids, min_size=1, max_size=8),
+    body=bodies,
+    expires_at=expiries,
+    blobs=st.lists(blob_ids, max_size=3),
 )
 acks = st.builds(proto.Ack, upto=seqs)
 pings = st.builds(proto.Ping, n=ints)
 client_frames: st.SearchStrategy[proto.ClientFrame] = st.one_of(
-    hellos, sends, acks, pings
+    hellos, sends, shared_sends, acks, pings
 )
 
 payloads = st.builds(
@@ -97,8 +117,37 @@ payloads = st.builds(
     message_id=envelope_ids,
     counter=seqs,
     sent_at=ints,
-    content=st.builds(proto.Text, body=short_text),
+    content=st.one_of(
+        st.builds(proto.Text, body=short_text, reply_to=st.none() | envelope_ids),
+        st.builds(proto.Edit, target=envelope_ids, body=short_text),
+        st.builds(
+            proto.Reaction,
+            target=envelope_ids,
+            emoji=st.text(min_size=1, max_size=proto.MAX_REACTION),
+            remove=st.booleans(),
+        ),
+        st.builds(
+            proto.Receipt,
+            kind=st.sampled_from(proto.ReceiptKind),
+            targets=st.lists(envelope_ids, min_size=1, max_size=4),
+        ),
+        st.builds(
+            proto.FileRef,
+            blob=blob_ids,
+            key=st.binary(min_size=32, max_size=32),
+            digest=st.binary(min_size=32, max_size=32),
+            size=st.integers(min_value=0, max_value=2**40),
+            chunk=st.integers(min_value=1024, max_value=1 << 20),
+            name=st.text(min_size=1, max_size=40),
+            mime=short_text,
+            caption=short_text,
+        ),
+        st.builds(
+            proto.Timer, seconds=st.none() | st.integers(min_value=1, max_value=86400)
+        ),
+    ),
     v=ints,
+    expires_at=expiries,
 )
 olm_envelopes = st.builds(
     proto.OlmEnvelope,

@@ -1428,7 +1428,14 @@ def test_a_group_message_to_200_devices_is_stored_once(
             assert sorted(result.delivered_to) == sorted(m.device_id for m in members)
             for member in (members[0], members[199]):
                 assert await all_inbox(s, member.device_id) == [
-                    InboxRow(1, envelope_id(1), sender.device_id, T0 + HOUR, body)
+                    InboxRow(
+                        1,
+                        envelope_id(1),
+                        sender.device_id,
+                        T0 + HOUR,
+                        body,
+                        shared=True,
+                    )
                 ]
         stored = await backend.sql(
             [("SELECT COUNT(*) FROM shared_bodies", ())],
@@ -1449,10 +1456,10 @@ async def test_shared_and_own_copies_share_one_sequence(s: Store) -> None:
     await s.accept(amir.device_id, envelope_id(1), [(bo.device_id, b"olm")], T0)
     await s.accept_shared(amir.device_id, envelope_id(2), [bo.device_id], b"mg", T0)
     await s.accept(amir.device_id, envelope_id(3), [(bo.device_id, b"olm 2")], T0)
-    assert [(r.seq, r.body) for r in await all_inbox(s, bo.device_id)] == [
-        (1, b"olm"),
-        (2, b"mg"),
-        (3, b"olm 2"),
+    assert [(r.seq, r.body, r.shared) for r in await all_inbox(s, bo.device_id)] == [
+        (1, b"olm", False),
+        (2, b"mg", True),
+        (3, b"olm 2", False),
     ]
 
 

@@ -109,9 +109,17 @@ class Client:
 
     # --- HTTP -----------------------------------------------------------------------------
 
-    async def _request(
-        self, method: str, path: str, kind: type[T], body: bytes = b""
-    ) -> T:
+    async def signed(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One HTTP request signed by this device; any status.  Raises ``ClientError``
+        only if the server cannot be reached."""
         stamp = str(self.device.clock())
         nonce = base64.urlsafe_b64encode(os.urandom(18)).decode()
         signature = self.device.account().sign(
@@ -119,21 +127,25 @@ class Client:
                 method, path, self.device.device_id, stamp, nonce, body
             )
         )
-        headers = {
+        sent = {
             "strongroom-device": self.device.device_id,
             "strongroom-time": stamp,
             "strongroom-nonce": nonce,
             "strongroom-signature": base64.b64encode(signature).decode(),
-            "content-type": "application/json",
+            "content-type": content_type,
+            **(headers or {}),
         }
         try:
-            response = await self._http.request(
-                method, path, content=body, headers=headers
-            )
+            return await self._http.request(method, path, content=body, headers=sent)
         except httpx.HTTPError as exc:
             raise ClientError(
                 f"cannot reach the server at {self.device.server_url}"
             ) from exc
+
+    async def _request(
+        self, method: str, path: str, kind: type[T], body: bytes = b""
+    ) -> T:
+        response = await self.signed(method, path, body)
         if response.status_code != 200:
             raise http_error(response)
         return proto.decode_json(response.content, kind)

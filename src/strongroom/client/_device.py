@@ -295,6 +295,9 @@ class Device:
                 )
             self.store.set_received_counter(peer.device_id, payload.counter)
             self.store.mark_seen(peer.device_id, deliver.id, self.clock())
+            if not isinstance(payload.content, proto.Text):
+                self.warn(f"dropped message {short}: a kind this version cannot show")
+                return None
             text = payload.content.body
             self.store.add_message(
                 StoredMessage(

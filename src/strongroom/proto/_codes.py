@@ -14,8 +14,10 @@ import msgspec
 __all__ = [
     "DECODE_ERRORS",
     "DEVICE_ID_RE",
+    "MAX_BLOBS",
     "MAX_BODY_BYTES",
     "MAX_COPIES",
+    "MAX_FANOUT",
     "MAX_FRAME_BYTES",
     "MAX_HTTP_BODY_BYTES",
     "PROTOCOL_VERSION",
@@ -45,6 +47,10 @@ MAX_FRAME_BYTES = 1 << 20
 MAX_BODY_BYTES = 64 * 1024
 #: Device copies in one ``Send``: every device of the recipient plus the sender's own.
 MAX_COPIES = 256
+#: Member devices one ``SendShared`` (a group message) reaches.
+MAX_FANOUT = 4096
+#: Attachments one message may refer to.
+MAX_BLOBS = 16
 #: Any HTTP request body.
 MAX_HTTP_BODY_BYTES = 256 * 1024
 

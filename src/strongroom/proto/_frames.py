@@ -16,8 +16,10 @@ from strongroom.errors import LocalProtocolError, RemoteProtocolError
 
 from ._codes import (
     DECODE_ERRORS,
+    MAX_BLOBS,
     MAX_BODY_BYTES,
     MAX_COPIES,
+    MAX_FANOUT,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Send",
+    "SendShared",
     "ServerFrame",
     "Welcome",
     "decode_client_frame",
@@ -45,6 +48,8 @@ EnvelopeId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
 DeviceId = Annotated[str, msgspec.Meta(pattern=r"^[a-z2-7]{16}$")]
 Seq = Annotated[int, msgspec.Meta(ge=1)]
 Body = Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES)]
+BlobId = Annotated[str, msgspec.Meta(pattern=r"^[a-z2-7]{26}$")]
+Blobs = Annotated[list[BlobId], msgspec.Meta(max_length=MAX_BLOBS)]
 
 
 class _Frame(msgspec.Struct, frozen=True, tag_field="t", forbid_unknown_fields=False):
@@ -80,6 +85,8 @@ class Deliver(_Frame, tag="deliver", frozen=True):
     sender: DeviceId
     at: int
     body: Body
+    #: The body is the one ciphertext every member got (``SendShared``): Megolm, not Olm.
+    shared: bool = False
 
 
 class Accepted(_Frame, tag="accepted", frozen=True):
@@ -122,10 +129,28 @@ class Copy(msgspec.Struct, frozen=True):
 
 
 class Send(_Frame, tag="send", frozen=True):
-    """One message, encrypted separately for each recipient device; ``id`` is client-chosen."""
+    """One message, encrypted separately for each recipient device; ``id`` is client-chosen.
+
+    ``expires_at`` (ms): the server drops copies not fetched by then.  ``blobs``: the
+    attachments the message refers to, kept while any copy waits.
+    """
 
     id: EnvelopeId
     copies: Annotated[list[Copy], msgspec.Meta(min_length=1, max_length=MAX_COPIES)]
+    expires_at: int | None = None
+    blobs: Blobs = []
+
+
+class SendShared(_Frame, tag="send-shared", frozen=True):
+    """One ciphertext for many devices (a group message): stored once, fanned out."""
+
+    id: EnvelopeId
+    devices: Annotated[
+        list[DeviceId], msgspec.Meta(min_length=1, max_length=MAX_FANOUT)
+    ]
+    body: Body
+    expires_at: int | None = None
+    blobs: Blobs = []
 
 
 class Ack(_Frame, tag="ack", frozen=True):
@@ -139,7 +164,7 @@ class Ping(_Frame, tag="ping", frozen=True):
 
 
 ServerFrame = Challenge | Welcome | Deliver | Accepted | Error | Pong
-ClientFrame = Hello | Send | Ack | Ping
+ClientFrame = Hello | Send | SendShared | Ack | Ping
 
 _encoder = msgspec.msgpack.Encoder()
 _client_decoder = msgspec.msgpack.Decoder(ClientFrame)

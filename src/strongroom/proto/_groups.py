@@ -41,7 +41,7 @@ import msgspec
 from strongroom.errors import LocalProtocolError, RemoteProtocolError
 
 from ._codes import DECODE_ERRORS, MAX_BODY_BYTES
-from ._objects import DeviceId, EnvelopeId, Key, Signed, Text, UserId, signing_input
+from ._objects import DeviceId, Key, Signed, UserId, signing_input
 
 __all__ = [
     "DOMAIN_GROUP_CHANGE",
@@ -53,12 +53,9 @@ __all__ = [
     "ChainHead",
     "GroupAction",
     "GroupChange",
-    "GroupContent",
-    "GroupPayload",
     "MegolmEnvelope",
     "RoomKey",
     "decode_group_change",
-    "decode_group_payload",
     "decode_megolm_envelope",
     "decode_room_key",
     "entry_hash",
@@ -176,30 +173,6 @@ class RoomKey(msgspec.Struct, frozen=True, tag="room-key"):
     v: int = 1
 
 
-#: What a group message may contain.  Key and control messages (``RoomKey``) travel only
-#: over Olm, so they are deliberately not in this union.
-GroupContent = Text
-
-
-class GroupPayload(msgspec.Struct, frozen=True):
-    """What is inside a Megolm message.
-
-    One ciphertext goes to every member, so there is no recipient and no per-pair counter:
-    the Megolm message index counts instead.  ``head`` is the sender's verified chain head
-    when it sent: a member whose own head differs at the same ``seq`` has been shown a
-    different chain (a fork); a member whose head is behind must fetch newer entries.
-    """
-
-    sender_user: UserId
-    sender_device: DeviceId
-    group: GroupId
-    message_id: EnvelopeId
-    sent_at: int
-    head: ChainHead
-    content: GroupContent
-    v: int = 1
-
-
 class MegolmEnvelope(msgspec.Struct, frozen=True, array_like=True):
     """The body the server stores once and fans out: a Megolm session id and ciphertext."""
 
@@ -225,7 +198,6 @@ T = TypeVar("T")
 
 _change_decoder = msgspec.msgpack.Decoder(GroupChange)
 _room_key_decoder = msgspec.msgpack.Decoder(RoomKey)
-_group_payload_decoder = msgspec.msgpack.Decoder(GroupPayload)
 _megolm_decoder = msgspec.msgpack.Decoder(MegolmEnvelope)
 
 
@@ -244,11 +216,6 @@ def decode_group_change(data: bytes) -> GroupChange:
 def decode_room_key(data: bytes) -> RoomKey:
     """Raises ``RemoteProtocolError`` only."""
     return _decode(_room_key_decoder, data, "room key")
-
-
-def decode_group_payload(data: bytes) -> GroupPayload:
-    """Raises ``RemoteProtocolError`` only."""
-    return _decode(_group_payload_decoder, data, "group payload")
 
 
 def decode_megolm_envelope(data: bytes) -> MegolmEnvelope:

@@ -30,6 +30,8 @@ __all__ = [
     "DeviceEntry",
     "DeviceInfo",
     "ErrorBody",
+    "GroupChanges",
+    "GroupPost",
     "KeyCount",
     "UploadKeys",
     "UserAdd",
@@ -175,6 +177,19 @@ class DeviceInfo(msgspec.Struct, frozen=True):
     last_seen: str | None
     revoked_at: str | None
     ed25519: str
+
+
+class GroupChanges(msgspec.Struct, frozen=True):
+    """Entries of one group's chain, oldest first; ``more``: ask again after the last."""
+
+    entries: list[Signed]
+    more: bool = False
+
+
+class GroupPost(msgspec.Struct, frozen=True):
+    """One new chain entry, posted by the device that signed it."""
+
+    entry: Signed
 
 
 _json_encoder = msgspec.json.Encoder()

@@ -29,14 +29,11 @@ __all__ = [
     "DeviceCertificate",
     "OlmEnvelope",
     "OneTimeKey",
-    "Payload",
     "Revocation",
     "Signed",
-    "Text",
     "decode_certificate",
     "decode_msgpack",
     "decode_olm_envelope",
-    "decode_payload",
     "decode_revocation",
     "encode",
     "hello_signing_input",
@@ -153,33 +150,6 @@ class OlmEnvelope(msgspec.Struct, frozen=True, array_like=True):
     ciphertext: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES)]
 
 
-class Text(msgspec.Struct, frozen=True, tag="text"):
-    body: str
-
-
-Content = Text
-
-
-class Payload(msgspec.Struct, frozen=True):
-    """What is inside the encryption.
-
-    The receiving device checks every routing field here against what the server and the
-    Olm session say (see ``strongroom.client``): the server's routing data is a claim, this is
-    the truth.  ``counter`` counts messages from ``sender_device`` to ``recipient_device``.
-    """
-
-    sender_user: UserId
-    sender_device: DeviceId
-    recipient_user: UserId
-    recipient_device: DeviceId
-    conversation: str
-    message_id: EnvelopeId
-    counter: Annotated[int, msgspec.Meta(ge=1)]
-    sent_at: int
-    content: Content
-    v: int = 1
-
-
 T = TypeVar("T")
 
 _encoder = msgspec.msgpack.Encoder()
@@ -197,7 +167,6 @@ def _decoder_for(kind: type[T]) -> msgspec.msgpack.Decoder[T]:
 _cert_decoder = _decoder_for(DeviceCertificate)
 _revocation_decoder = _decoder_for(Revocation)
 _olm_decoder = _decoder_for(OlmEnvelope)
-_payload_decoder = _decoder_for(Payload)
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
@@ -222,7 +191,3 @@ def decode_revocation(data: bytes) -> Revocation:
 
 def decode_olm_envelope(data: bytes) -> OlmEnvelope:
     return _decode(_olm_decoder, data, "Olm envelope")
-
-
-def decode_payload(data: bytes) -> Payload:
-    return _decode(_payload_decoder, data, "payload")

@@ -10,7 +10,7 @@ Rules (everything that affects the stream's state lives in this file):
    ``Welcome`` (or an ``Error`` that closes).  Nothing else may travel before ``Welcome``.
 3. Deliveries: ``Deliver.seq`` strictly increases on a connection.  ``Ack.upto`` is
    cumulative and strictly increases; it never names a seq not yet delivered.
-4. Sends: a ``Send`` may not reuse the id of a send still pending; it stays pending until an
+4. Sends: a ``Send`` (or ``SendShared``) may not reuse the id of a send still pending; it stays pending until an
    ``Accepted`` or an ``Error`` with that id as ``ref`` answers it.  At most
    ``MAX_PENDING_SENDS`` are pending at once: that is the sender's flow control.
 5. An ``Error`` without ``ref`` closes the stream; after close nothing more is sent or read.
@@ -36,6 +36,7 @@ from ._frames import (
     Ping,
     Pong,
     Send,
+    SendShared,
     ServerFrame,
     Welcome,
     decode_client_frame,
@@ -66,7 +67,7 @@ class State(enum.Enum):
 _FROM_SERVER: frozenset[type] = frozenset(
     {Challenge, Welcome, Deliver, Accepted, Error, Pong}
 )
-_FROM_CLIENT: frozenset[type] = frozenset({Hello, Send, Ack, Ping})
+_FROM_CLIENT: frozenset[type] = frozenset({Hello, Send, SendShared, Ack, Ping})
 
 #: (state, frame type) -> next state.  Frames not listed are not allowed in that state.
 TRANSITIONS: dict[tuple[State, type], State] = {
@@ -80,6 +81,7 @@ TRANSITIONS: dict[tuple[State, type], State] = {
     (State.OPEN, Error): State.OPEN,  # with ref; without ref see _advance
     (State.OPEN, Pong): State.OPEN,
     (State.OPEN, Send): State.OPEN,
+    (State.OPEN, SendShared): State.OPEN,
     (State.OPEN, Ack): State.OPEN,
     (State.OPEN, Ping): State.OPEN,
 }
@@ -163,7 +165,7 @@ class StreamConnection:
             self.last_acked = frame.upto
             while self._unacked and self._unacked[0] <= frame.upto:
                 self._unacked.popleft()
-        elif isinstance(frame, Send):
+        elif isinstance(frame, Send | SendShared):
             if frame.id in self.pending_sends:
                 raise error("send id is already pending on this connection")
             if len(self.pending_sends) >= MAX_PENDING_SENDS:

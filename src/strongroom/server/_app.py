@@ -122,6 +122,8 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/v1/keys/upload", api.upload, methods=["POST"]),
         Route("/v1/keys/user/{user}", api.user_keys),
         Route("/v1/keys/device/{device_id}", api.device_keys),
+        Route("/v1/groups/{group}/changes", api.group_changes, methods=["GET"]),
+        Route("/v1/groups/{group}/changes", api.group_post, methods=["POST"]),
         Route("/v1/admin/users", api.admin_users, methods=["GET", "POST"]),
         Route("/v1/admin/users/{user}/code", api.admin_code, methods=["POST"]),
         Route("/v1/admin/devices", api.admin_devices),

@@ -321,6 +321,66 @@ class Api:
         )
         return json_response(proto.KeyCount(count=count))
 
+    # --- groups ---------------------------------------------------------------------------
+    #
+    # The server keeps each group's chain linear and hands it out; it cannot judge an
+    # entry (members' devices verify the chain), so it checks only what keeps the chain
+    # usable: the entry parses, belongs to this group, and is signed by the device posting
+    # it, which must be active.
+
+    async def group_post(self, request: Request) -> Response:
+        body = await read_body(request)
+        device = await self._device(request, body)
+        group = request.path_params["group"]
+        post = proto.decode_json(body, proto.GroupPost)
+        change = proto.decode_group_change(post.entry.body)
+        if change.group != group:
+            raise ApiRefusal(400, _E.BAD_REQUEST, "the entry belongs to another group")
+        if change.author_device != device.device_id or change.author != device.user:
+            raise ApiRefusal(
+                403, _E.NOT_AUTHORIZED, "post only entries this device signed"
+            )
+        try:
+            crypto.verify_ed25519(
+                device.ed25519,
+                proto.group_change_signing_input(post.entry.body),
+                post.entry.signature,
+            )
+        except CryptoError as exc:
+            raise ApiRefusal(
+                400, _E.BAD_REQUEST, "the entry is not signed by this device"
+            ) from exc
+        try:
+            await self.ctx.store.append_group_change(
+                group,
+                change.seq,
+                change.prev,
+                proto.encode(post.entry),
+                proto.entry_hash(post.entry),
+                self.ctx.clock(),
+            )
+        except ConflictError as exc:
+            raise ApiRefusal(409, _E.CONFLICT, str(exc)) from exc
+        return json_response(proto.GroupChanges(entries=[post.entry]))
+
+    async def group_changes(self, request: Request) -> Response:
+        await self._device(request)
+        group = request.path_params["group"]
+        if proto.GROUP_ID_RE.fullmatch(group) is None:
+            raise ApiRefusal(404, _E.NOT_FOUND, "no such group")
+        try:
+            after = int(request.query_params.get("after", "-1"))
+        except ValueError as exc:
+            raise ApiRefusal(400, _E.BAD_REQUEST, "after must be a number") from exc
+        limit = proto.MAX_CHAIN_BATCH
+        rows = await self.ctx.store.group_changes(group, after, limit + 1)
+        return json_response(
+            proto.GroupChanges(
+                entries=[_signed_decoder.decode(r.entry) for r in rows[:limit]],
+                more=len(rows) > limit,
+            )
+        )
+
     # --- admin ----------------------------------------------------------------------------
 
     async def admin_users(self, request: Request) -> Response:

@@ -139,7 +139,7 @@ class _Session:
     async def read_loop(self, device: DeviceRow) -> None:
         while True:
             frame = self.conn.receive(await self.receive())
-            if isinstance(frame, proto.Send):
+            if isinstance(frame, proto.Send | proto.SendShared):
                 task = asyncio.create_task(self.accept(device, frame))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
@@ -150,14 +150,29 @@ class _Session:
             elif isinstance(frame, proto.Ping):
                 await self.send(proto.Pong(n=frame.n))
 
-    async def accept(self, device: DeviceRow, send: proto.Send) -> None:
+    async def accept(
+        self, device: DeviceRow, send: proto.Send | proto.SendShared
+    ) -> None:
         ctx = self.ctx
-        copies = [(c.device, c.body) for c in send.copies]
         try:
             with ctx.metrics.store_accept.time():
-                result = await ctx.store.accept(
-                    device.device_id, send.id, copies, ctx.clock()
-                )
+                if isinstance(send, proto.Send):
+                    result = await ctx.store.accept(
+                        device.device_id,
+                        send.id,
+                        [(c.device, c.body) for c in send.copies],
+                        ctx.clock(),
+                        expires_at=send.expires_at,
+                    )
+                else:
+                    result = await ctx.store.accept_shared(
+                        device.device_id,
+                        send.id,
+                        send.devices,
+                        send.body,
+                        ctx.clock(),
+                        expires_at=send.expires_at,
+                    )
         except StoreError:
             log.exception("store refused a send from %s", device.device_id)
             with contextlib.suppress(Exception):
@@ -201,6 +216,7 @@ class _Session:
                         sender=row.sender,
                         at=row.at,
                         body=row.body,
+                        shared=row.shared,
                     )
                 )
                 cursor = row.seq

@@ -742,7 +742,7 @@ class PostgresStore:
         async def fn(c: asyncpg.Connection) -> list[InboxRow]:
             rows = await c.fetch(
                 "SELECT i.seq, i.envelope_id, i.sender, i.at, "
-                "COALESCE(i.body, s.body) FROM inbox i "
+                "COALESCE(i.body, s.body), i.body IS NULL FROM inbox i "
                 "LEFT JOIN shared_bodies s "
                 "ON i.body IS NULL AND s.sender = i.sender "
                 "AND s.envelope_id = i.envelope_id "
@@ -751,7 +751,10 @@ class PostgresStore:
                 after,
                 limit,
             )
-            return [InboxRow(r[0], bytes(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+            return [
+                InboxRow(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), bool(r[5]))
+                for r in rows
+            ]
 
         return await self._read(fn)
 

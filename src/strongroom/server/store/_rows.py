@@ -68,11 +68,14 @@ class StoredKey(msgspec.Struct, frozen=True):
 
 
 class InboxRow(msgspec.Struct, frozen=True):
+    """``shared``: the body is the one stored for every recipient (``accept_shared``)."""
+
     seq: int
     envelope_id: bytes
     sender: str
     at: int
     body: bytes
+    shared: bool = False
 
 
 class AcceptResult(msgspec.Struct, frozen=True):

@@ -560,14 +560,17 @@ class SqliteStore:
         def fn(c: sqlite3.Connection) -> list[InboxRow]:
             rows = c.execute(
                 "SELECT i.seq, i.envelope_id, i.sender, i.at, "
-                "COALESCE(i.body, s.body) FROM inbox i "
+                "COALESCE(i.body, s.body), i.body IS NULL FROM inbox i "
                 "LEFT JOIN shared_bodies s "
                 "ON i.body IS NULL AND s.sender = i.sender "
                 "AND s.envelope_id = i.envelope_id "
                 "WHERE i.device_id=? AND i.seq>? ORDER BY i.seq LIMIT ?",
                 (device_id, after, limit),
             ).fetchall()
-            return [InboxRow(r[0], bytes(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+            return [
+                InboxRow(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), bool(r[5]))
+                for r in rows
+            ]
 
         return await self._read(fn)
 
