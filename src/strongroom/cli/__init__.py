@@ -6,6 +6,7 @@ import typer
 
 from ._admin import admin_app
 from ._backup import backup, restore
+from ._bench import bench
 from ._demo import demo
 from ._device import device_app, listen, receive, send
 from ._server import init, migrate, serve
@@ -29,6 +30,7 @@ app.command()(send)
 app.command()(receive)
 app.command()(listen)
 app.command()(demo)
+app.command()(bench)
 
 
 def main() -> None:
