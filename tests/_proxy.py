@@ -25,6 +25,8 @@ class TcpProxy:
     def __init__(self, *target_ports: int) -> None:
         self.targets = target_ports
         self.sent = bytearray()
+        self.returned = 0  # bytes relayed back from the targets
+        self._cut_at: tuple[int | None, int | None] = (None, None)
         self.port = 0
         self.connections = 0
         self._refusing = False
@@ -54,6 +56,25 @@ class TcpProxy:
     def cut(self) -> None:
         """Close every relayed connection now, as a failed network would."""
         self._call(self._close_all())
+
+    def cut_after(self, *, up: int | None = None, down: int | None = None) -> None:
+        """Cut every connection, once, when ``up`` more bytes have gone to the target or
+        ``down`` more have come back: a network failing in the middle of a transfer."""
+        with self._lock:
+            self._cut_at = (
+                None if up is None else len(self.sent) + up,
+                None if down is None else self.returned + down,
+            )
+
+    def _due_cut(self) -> bool:
+        with self._lock:
+            up, down = self._cut_at
+            due = (up is not None and len(self.sent) >= up) or (
+                down is not None and self.returned >= down
+            )
+            if due:
+                self._cut_at = (None, None)
+            return due
 
     def refuse(self, refusing: bool = True) -> None:
         """While refusing, new connections are closed as soon as they arrive."""
@@ -104,11 +125,15 @@ class TcpProxy:
         ) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
-                    if record:
-                        with self._lock:
+                    with self._lock:
+                        if record:
                             self.sent.extend(data)
+                        else:
+                            self.returned += len(data)
                     dst.write(data)
                     await dst.drain()
+                    if self._due_cut():
+                        await self._close_all()
             dst.transport.abort()
             self._writers.discard(dst)
 

@@ -157,6 +157,18 @@ class Org:
 
 
 @pytest.fixture
+def sqlite_org(tmp_path: Path) -> Iterator[Org]:
+    """A running organisation on the embedded default only: for what does not depend on
+    the backend (the command line's contract) or exists only there (SQLite backups)."""
+    organisation = Org(tmp_path)
+    organisation.server.start()
+    try:
+        yield organisation
+    finally:
+        organisation.server.stop()
+
+
+@pytest.fixture
 def org(tmp_path: Path, backend: Backend) -> Iterator[Org]:
     organisation = Org(tmp_path, backend)
     organisation.server.start()
@@ -172,8 +184,12 @@ async def send(home: Path, to: str, text: str) -> client.SendResult:
 
 
 async def receive(
-    home: Path, wait: float = 0.2
+    home: Path, wait: float = 0.2, *, everything: bool = False
 ) -> tuple[list[client.Received], list[str]]:
+    """What a device receives: messages (text and files), or with ``everything`` also
+    receipts, edits, reactions and timers."""
     async with client.Client(home) as c:
         got = await c.receive(wait)
+        if not everything:
+            got = [m for m in got if m.kind in ("text", "file")]
         return got, list(c.warnings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,21 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from _cli import sr
 from strongroom import client
 from strongroom.cli._local import LocalServer
-
-
-def sr(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "strongroom", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_the_whole_contract_from_the_command_line(tmp_path: Path) -> None:
@@ -74,9 +61,11 @@ def test_the_whole_contract_from_the_command_line(tmp_path: Path) -> None:
             "from_user",
             "from_device",
             "conversation",
+            "group",
             "sent_at",
             "text",
         }
+        assert message["group"] is None
         assert message["text"] == "hello from the shell"
         assert message["from_user"] == "alice"
 

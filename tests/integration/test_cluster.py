@@ -83,6 +83,8 @@ async def listen(
             try:
                 async with client.Client(home) as c:
                     async for message in c.messages(wait=None):
+                        if message.kind != "text":
+                            continue  # receipts
                         got.append(message.text)
                         on_message()
                         if len(got) >= want:

@@ -56,6 +56,7 @@ from strongroom.server.store import (
     SCHEMA_VERSION,
     AcceptResult,
     ActivationRow,
+    BlobRow,
     CodeRow,
     DeviceRow,
     GroupChangeRow,
@@ -1055,13 +1056,13 @@ def test_a_failing_write_does_not_fail_concurrent_writes(store: OpenStore) -> No
             await s.add_code("c-spent", "bo", b"s" * 32, T0, T0 + HOUR)
             await s.add_device(device_row("bo", "old"), "c-spent", T0, [])
 
-            def send(n: int) -> Coroutine[Any, Any, object]:
+            def send(n: int) -> Awaitable[object]:
                 return s.accept(
                     amir.device_id, envelope_id(n), [(bo.device_id, b"m")], T0
                 )
 
             # each write with the error it must fail with, or None for success
-            writes: list[tuple[Coroutine[Any, Any, object], Failure]] = [
+            writes: list[tuple[Awaitable[object], Failure]] = [
                 *((s.add_user(f"user{n:03d}", "New", T0), None) for n in range(20)),
                 (send(1), None),
                 (s.add_user("amir", "Duplicate", T0), ConflictError),
@@ -1185,7 +1186,7 @@ def test_postgres_recovers_after_its_connections_are_killed() -> None:
                 amir = await enrol(s, "amir")
                 bo = await enrol(s, "bo")
 
-                def send(n: int) -> Coroutine[Any, Any, AcceptResult]:
+                def send(n: int) -> Awaitable[AcceptResult]:
                     return s.accept(
                         amir.device_id, envelope_id(n), [(bo.device_id, b"%d" % n)], T0
                     )
@@ -1667,5 +1668,363 @@ def test_upgrade_from_schema_1_loses_nothing(
             assert await seqs(s, bo.device_id) == [1, 2, 3, 4]
             await s.ack(bo.device_id, 4)
             assert await s.pending(bo.device_id) == 0
+
+    arun(main())
+
+
+# --- attachments: blob metadata, references, collection ------------------------------
+
+
+def blob_id(n: int) -> str:
+    return base64.b32encode(_raw(f"blob {n}")[:16]).decode().lower().rstrip("=")
+
+
+async def uploaded(s: Store, owner: DeviceRow, n: int, size: int = 100) -> str:
+    """A complete blob of ``owner``, finished at T0."""
+    await s.create_blob(blob_id(n), owner.device_id, size, T0 - MINUTE)
+    await s.blob_progress(blob_id(n), 0, size, T0)
+    return blob_id(n)
+
+
+async def blob_count(backend: Backend) -> tuple[int, int]:
+    blobs = await backend.sql([("SELECT COUNT(*) FROM blobs", ())])
+    refs = await backend.sql([("SELECT COUNT(*) FROM blob_refs", ())])
+    return int(blobs[0][0]), int(refs[0][0])
+
+
+@scenario
+async def test_create_and_get_blob(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    created = await s.create_blob(blob_id(1), amir.device_id, 5000, T0)
+    assert created == BlobRow(blob_id(1), amir.device_id, 5000, 0, False, T0, None, T0)
+    assert await s.get_blob(blob_id(1)) == created
+    assert await s.get_blob(blob_id(2)) is None
+    with pytest.raises(ConflictError):
+        await s.create_blob(blob_id(1), amir.device_id, 10, T0)
+    assert await s.get_blob(blob_id(1)) == created
+
+
+@scenario
+async def test_blob_progress_is_compare_and_set_on_the_bytes_received(
+    s: Store,
+) -> None:
+    amir = await enrol(s, "amir")
+    await s.create_blob(blob_id(1), amir.device_id, 100, T0)
+    first = await s.blob_progress(blob_id(1), 0, 40, T0 + 1)
+    assert (first.received, first.complete, first.touched_at) == (40, False, T0 + 1)
+    with pytest.raises(ConflictError, match="continue at offset 40"):
+        await s.blob_progress(blob_id(1), 0, 40, T0 + 2)  # a repeat of the first
+    with pytest.raises(ConflictError, match="continue at offset 40"):
+        await s.blob_progress(blob_id(1), 50, 10, T0 + 2)  # a gap
+    with pytest.raises(ConflictError, match="runs past"):
+        await s.blob_progress(blob_id(1), 40, 61, T0 + 2)
+    with pytest.raises(ConflictError):
+        await s.blob_progress(blob_id(1), 40, 0, T0 + 2)
+    assert (await s.get_blob(blob_id(1))) == first  # refusals changed nothing
+    done = await s.blob_progress(blob_id(1), 40, 60, T0 + 3)
+    assert done == BlobRow(
+        blob_id(1), amir.device_id, 100, 100, True, T0, T0 + 3, T0 + 3
+    )
+    with pytest.raises(ConflictError, match="complete"):
+        await s.blob_progress(blob_id(1), 100, 1, T0 + 4)
+    with pytest.raises(NotFoundError):
+        await s.blob_progress(blob_id(2), 0, 1, T0)
+
+
+@scenario
+async def test_concurrent_progress_at_one_offset_keeps_one(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    await s.create_blob(blob_id(1), amir.device_id, 100, T0)
+    outcomes = await asyncio.gather(
+        *(s.blob_progress(blob_id(1), 0, 10 + i, T0) for i in range(8)),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if isinstance(o, BlobRow)]
+    assert len(winners) == 1
+    assert all(isinstance(o, ConflictError) for o in outcomes if o not in winners)
+    assert await s.get_blob(blob_id(1)) == winners[0]
+
+
+@scenario
+async def test_a_send_may_name_only_complete_uploads_of_its_sender(s: Store) -> None:
+    """Refused sends store nothing, so the same id works once the upload is there."""
+    amir, bo = await enrol(s, "amir"), await enrol(s, "bo")
+    mine = await uploaded(s, amir, 1)
+    theirs = await uploaded(s, bo, 2)
+    await s.create_blob(blob_id(3), amir.device_id, 100, T0)  # unfinished
+    copies = [(bo.device_id, b"sealed")]
+    for bad in (blob_id(9), theirs, blob_id(3)):
+        with pytest.raises(ConflictError, match=bad):
+            await s.accept(
+                amir.device_id, envelope_id(1), copies, T0, blobs=[mine, bad]
+            )
+        with pytest.raises(ConflictError, match=bad):
+            await s.accept_shared(
+                amir.device_id, envelope_id(2), [bo.device_id], b"g", T0, blobs=[bad]
+            )
+    assert await s.pending(bo.device_id) == 0
+    ok = await s.accept(amir.device_id, envelope_id(1), copies, T0, blobs=[mine, mine])
+    assert ok.delivered_to == [bo.device_id]
+    shared = await s.accept_shared(
+        amir.device_id, envelope_id(2), [bo.device_id], b"g", T0, blobs=[mine]
+    )
+    assert shared.delivered_to == [bo.device_id]
+    assert await seqs(s, bo.device_id) == [1, 2]
+    # a repeat is a duplicate, whatever became of its blobs
+    again = await s.accept(
+        amir.device_id, envelope_id(1), copies, T0, blobs=[blob_id(9)]
+    )
+    assert again.duplicate
+
+
+def test_prune_keeps_a_blob_while_any_inbox_waits_for_its_message(
+    store: OpenStore, backend: Backend
+) -> None:
+    async def main() -> None:
+        async with store() as s:
+            amir = await enrol(s, "amir")
+            bo, cy = await enrol(s, "bo"), await enrol(s, "cy")
+            kept = await uploaded(s, amir, 1)
+            lone = await uploaded(s, amir, 2)  # never sent
+            await s.accept(
+                amir.device_id,
+                envelope_id(1),
+                [(bo.device_id, b"1"), (cy.device_id, b"1")],
+                T0 + MINUTE,
+                blobs=[kept],
+            )
+            assert await s.prune(T0 + 10, blob_grace_ms=HOUR) == []
+            row = await s.get_blob(lone)
+            assert row is not None and row.orphaned_at == T0 + 10
+            row = await s.get_blob(kept)
+            assert row is not None and (row.orphaned_at, row.touched_at) == (
+                None,
+                T0 + MINUTE,
+            )
+            assert await s.prune(T0 + 2 * HOUR, blob_grace_ms=HOUR) == [lone]
+            assert await s.get_blob(lone) is None
+            await s.ack(bo.device_id, 1)
+            assert await s.prune(T0 + 3 * HOUR, blob_grace_ms=HOUR) == []
+            await s.ack(cy.device_id, 1)
+            # nobody waits now: the grace counts from the prune that sees it, so that
+            # a recipient that acknowledged late still has the grace to fetch the file
+            assert await s.prune(T0 + 5 * HOUR, blob_grace_ms=HOUR) == []
+            assert await s.prune(T0 + 5 * HOUR + 59 * MINUTE, blob_grace_ms=HOUR) == []
+            assert await s.prune(T0 + 6 * HOUR + MINUTE, blob_grace_ms=HOUR) == [kept]
+            assert await s.get_blob(kept) is None
+        assert await blob_count(backend) == (0, 0)
+
+    arun(main())
+
+
+@scenario
+async def test_prune_keeps_group_blobs_until_every_member_acknowledged(
+    s: Store,
+) -> None:
+    amir = await enrol(s, "amir")
+    members = [await enrol(s, f"m{i}") for i in range(3)]
+    kept = await uploaded(s, amir, 1)
+    await s.accept_shared(
+        amir.device_id,
+        envelope_id(1),
+        [m.device_id for m in members],
+        b"megolm",
+        T0,
+        blobs=[kept],
+    )
+    for member in members:
+        assert await s.prune(T0 + 2 * HOUR, blob_grace_ms=HOUR) == []
+        await s.ack(member.device_id, 1)
+    assert await s.prune(T0 + 2 * HOUR, blob_grace_ms=HOUR) == []  # now orphaned
+    assert await s.prune(T0 + 4 * HOUR, blob_grace_ms=HOUR) == [kept]
+
+
+@scenario
+async def test_prune_collects_blobs_of_expired_messages(s: Store) -> None:
+    amir, bo = await enrol(s, "amir"), await enrol(s, "bo")
+    kept = await uploaded(s, amir, 1)
+    await s.accept(
+        amir.device_id,
+        envelope_id(1),
+        [(bo.device_id, b"1")],
+        T0,
+        expires_at=T0 + 2 * HOUR,
+        blobs=[kept],
+    )
+    assert await s.prune(T0 + 90 * MINUTE, blob_grace_ms=HOUR) == []
+    assert await s.prune(T0 + 3 * HOUR, blob_grace_ms=HOUR) == []  # expired: orphaned
+    assert await s.pending(bo.device_id) == 0
+    assert await s.prune(T0 + 5 * HOUR, blob_grace_ms=HOUR) == [kept]
+
+
+@scenario
+async def test_prune_forgets_uploads_that_stalled(s: Store) -> None:
+    amir = await enrol(s, "amir")
+    await s.create_blob(blob_id(1), amir.device_id, 100, T0)
+    await s.blob_progress(blob_id(1), 0, 10, T0 + HOUR)  # progress keeps it alive
+    ttl = 24 * HOUR
+    assert await s.prune(T0 + ttl + MINUTE, upload_ttl_ms=ttl) == []
+    assert await s.prune(T0 + HOUR + ttl + MINUTE, upload_ttl_ms=ttl) == [blob_id(1)]
+    assert await s.get_blob(blob_id(1)) is None
+    # the default periods are a day each
+    await uploaded(s, amir, 2)
+    assert await s.prune(T0 + 10) == []
+    assert await s.prune(T0 + 23 * HOUR) == []
+    assert await s.prune(T0 + 25 * HOUR) == [blob_id(2)]
+
+
+@scenario
+async def test_a_send_racing_the_collector_never_keeps_a_collected_blob(
+    s: Store,
+) -> None:
+    """Either the send names the blob and it stays, or it is gone and the send fails."""
+    amir, bo = await enrol(s, "amir"), await enrol(s, "bo")
+    blobs = [await uploaded(s, amir, n) for n in range(12)]
+    assert await s.prune(T0 + 10) == []  # each is an orphan from now on
+    sends = [
+        s.accept(
+            amir.device_id, envelope_id(n), [(bo.device_id, b"x")], T0 + HOUR, blobs=[b]
+        )
+        for n, b in enumerate(blobs)
+    ]
+    outcomes = await asyncio.gather(
+        *sends, s.prune(T0 + HOUR, blob_grace_ms=MINUTE), return_exceptions=True
+    )
+    removed = outcomes[-1]
+    assert isinstance(removed, list)
+    for blob, outcome in zip(blobs, outcomes[:-1], strict=True):
+        if isinstance(outcome, AcceptResult):
+            assert blob not in removed and await s.get_blob(blob) is not None
+        else:
+            assert isinstance(outcome, ConflictError)
+            assert blob in removed and await s.get_blob(blob) is None
+    assert await s.prune(T0 + HOUR, blob_grace_ms=MINUTE) == []
+
+
+# --- the hot path: what the server relies on to deliver without reading back ---------
+
+
+@scenario
+async def test_accept_reports_the_seq_of_each_stored_copy(s: Store) -> None:
+    """``seqs`` lines up with ``delivered_to`` and is what ``fetch`` reads back."""
+    amir = await enrol(s, "amir")
+    phone, laptop = await enrol(s, "bo"), await enrol(s, "bo", "laptop")
+    await s.accept(amir.device_id, envelope_id(1), [(laptop.device_id, b"l0")], T0)
+    copies = [
+        (phone.device_id, b"p1"),
+        ("zzzzzzzzzzzzzzzz", b"x"),
+        (laptop.device_id, b"l1"),
+        (phone.device_id, b"p2"),
+    ]
+    result = await s.accept(amir.device_id, envelope_id(2), copies, T0)
+    assert result.delivered_to == [phone.device_id, laptop.device_id, phone.device_id]
+    assert result.skipped == ["zzzzzzzzzzzzzzzz"]
+
+    async def seq_of(device: DeviceRow, body: bytes) -> int:
+        (seq,) = [r.seq for r in await all_inbox(s, device.device_id) if r.body == body]
+        return seq
+
+    assert result.seqs == [
+        await seq_of(phone, b"p1"),
+        await seq_of(laptop, b"l1"),
+        await seq_of(phone, b"p2"),
+    ]
+    assert result.seqs == [1, 2, 2]
+    shared = await s.accept_shared(
+        amir.device_id, envelope_id(3), [laptop.device_id, phone.device_id], b"g", T0
+    )
+    assert shared.seqs == [3, 3]
+    again = await s.accept(amir.device_id, envelope_id(2), copies, T0)
+    assert again.duplicate and again.seqs == []
+
+
+@scenario
+async def test_a_refused_send_among_many_fails_alone(s: Store) -> None:
+    """One commit carries them all; the refused ones store nothing, the rest commit
+    with gap-free seqs, and an acknowledgement in the same commit applies."""
+    amir, bo = await enrol(s, "amir"), await enrol(s, "bo")
+    for n in range(3):
+        await s.accept(amir.device_id, envelope_id(n), [(bo.device_id, b"old")], T0)
+
+    def send(n: int, blobs: Sequence[str] = ()) -> Awaitable[AcceptResult]:
+        copies = [(bo.device_id, b"%d" % n)]
+        return s.accept(amir.device_id, envelope_id(n), copies, T0, blobs=blobs)
+
+    writes: list[Awaitable[object]] = [s.ack(bo.device_id, 2)]
+    for n in range(10, 30):
+        writes.append(send(n))
+        if n % 5 == 0:
+            writes.append(send(100 + n, blobs=[blob_id(99)]))  # no such upload
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 4 and all(isinstance(o, ConflictError) for o in refused)
+    accepted = [o for o in outcomes if isinstance(o, AcceptResult)]
+    assert sorted(seq for r in accepted for seq in r.seqs) == list(range(4, 24))
+    inbox = await all_inbox(s, bo.device_id)
+    assert [r.seq for r in inbox] == [3, *range(4, 24)]
+    by_body = {r.body: r.seq for r in inbox}
+    for n, result in zip(range(10, 30), accepted, strict=True):
+        assert result.seqs == [by_body[b"%d" % n]]
+
+
+# --- SQLite only ------------------------------------------------------------------------
+
+
+def test_sqlite_two_writers_on_one_file_keep_seqs_gap_free(tmp_path: Path) -> None:
+    """The SQLite writer counts seqs in memory; another connection writing to the same
+    file (a second process, say) must not make it hand out a seq twice."""
+
+    async def main() -> None:
+        a, b = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+        await a.open(migrate=True)
+        await b.open()
+        try:
+            amir, bo = await enrol(a, "amir"), await enrol(a, "bo")
+
+            def send(node: Store, n: int) -> Awaitable[AcceptResult]:
+                copies = [(bo.device_id, b"%d" % n)]
+                return node.accept(amir.device_id, envelope_id(n), copies, T0)
+
+            for n in range(10):
+                await send(a if n % 3 else b, n)
+            await asyncio.gather(*(send(a if n % 2 else b, n) for n in range(10, 40)))
+            assert await seqs(a, bo.device_id) == list(range(1, 41))
+            await b.revoke_device(bo.device_id, b"revoked", T0)
+            late = await send(a, 40)  # a's cached counter must not outlive that
+            assert late.skipped == [bo.device_id]
+        finally:
+            await a.close()
+            await b.close()
+
+    arun(main())
+
+
+def test_sqlite_writer_waits_for_another_writers_lock_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While another connection holds the write lock, writes wait for it to end, and the
+    event loop keeps running meanwhile (its statements never wait for a lock)."""
+
+    async def main() -> None:
+        s = SqliteStore(tmp_path / "s.db")
+        await s.open(migrate=True)
+        other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+        try:
+            amir, bo = await enrol(s, "amir"), await enrol(s, "bo")
+            other.execute("BEGIN IMMEDIATE")
+            copies = [(bo.device_id, b"x")]
+            sending = asyncio.ensure_future(
+                s.accept(amir.device_id, envelope_id(1), copies, T0)
+            )
+            ticks = 0
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks == 20 and not sending.done()
+            other.execute("COMMIT")
+            assert (await sending).seqs == [1]
+        finally:
+            other.close()
+            await s.close()
 
     arun(main())

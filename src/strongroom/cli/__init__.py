@@ -7,8 +7,11 @@ import typer
 from ._admin import admin_app
 from ._backup import backup, restore
 from ._bench import bench
+from ._chat import chat
 from ._demo import demo
-from ._device import device_app, listen, receive, send
+from ._device import device_app
+from ._groups import group_app
+from ._messaging import edit, listen, react, read, receipts, receive, send, timer
 from ._server import init, migrate, serve
 
 __all__ = ["app", "main"]
@@ -26,9 +29,16 @@ app.command()(backup)
 app.command()(restore)
 app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
+app.add_typer(group_app, name="group")
 app.command()(send)
 app.command()(receive)
 app.command()(listen)
+app.command()(read)
+app.command()(react)
+app.command()(edit)
+app.command()(timer)
+app.command()(receipts)
+app.command()(chat)
 app.command()(demo)
 app.command()(bench)
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -30,6 +30,15 @@ from strongroom.errors import (
 )
 
 from ._device import Device, Received
+from ._group_device import GroupDevice, Needs
+from ._groups import (
+    GroupChainError,
+    GroupState,
+    Recipients,
+    create_group,
+    next_change,
+    sign_change,
+)
 from ._store import LocalStore, Peer
 
 __all__ = ["CLIENT_VERSION", "Client", "SendResult", "http_error", "tls_context"]
@@ -83,6 +92,11 @@ class Client:
         self._ws: ClientConnection | None = None
         self._conn: proto.StreamConnection | None = None
         self.welcome: proto.Welcome | None = None
+        self._groups: GroupDevice | None = None
+        self._due_receipts: dict[str, list[bytes]] = {}
+        #: Deliveries read while waiting for an ``Accepted``: ``messages`` handles them
+        #: first, so none is acknowledged unseen.
+        self._held: list[proto.Deliver] = []
 
     async def __aenter__(self) -> Client:
         return self
@@ -94,6 +108,15 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def disconnect(self) -> None:
+        """Drop the stream (if any) so that the next ``connect`` opens a new one; the
+        store and the HTTP client stay open.  Deliveries not acknowledged come again."""
+        ws, self._ws, self._conn, self.welcome = self._ws, None, None, None
+        self._held.clear()
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
 
     async def close(self) -> None:
         if self._ws is not None:
@@ -241,71 +264,395 @@ class Client:
 
     # --- verbs ------------------------------------------------------------------------------
 
-    async def send_text(self, to_user: str, text: str) -> SendResult:
+    async def send_text(
+        self,
+        to_user: str,
+        text: str,
+        *,
+        reply_to: bytes | None = None,
+        expires_in: int | None = None,
+    ) -> SendResult:
         """Encrypt to every certified device of ``to_user`` and our own other devices.
 
         Returns once the server has durably accepted the message.  Raises ``ClientError``
         if there is nobody to encrypt to, or the server refuses.
         """
+        return await self.send(
+            to_user, proto.Text(text, reply_to), expires_in=expires_in
+        )
+
+    async def send(
+        self,
+        to_user: str,
+        content: proto.UserContent,
+        *,
+        expires_in: int | None = None,
+        blobs: list[str] | None = None,
+        message_id: bytes | None = None,
+    ) -> SendResult:
+        """Send any content in the 1:1 conversation with ``to_user`` (see ``send_text``).
+
+        ``expires_in`` (seconds) overrides the conversation's disappearing timer.
+        """
         if not proto.valid_user_id(to_user):
             raise ClientError(f"{to_user!r} is not a valid user id")
-        entries = await self.directory(to_user)
-        if to_user != self.device.user:
-            entries += await self.directory(self.device.user)
-        wanted = {to_user, self.device.user}
-        peers = await self._ensure_sessions(self.device.recipients(entries, wanted))
+        conversation = proto.conversation_for(self.device.user, to_user)
+        peers = await self._peers(to_user, include_own=True)
         if not any(p.user == to_user for p in peers) and to_user != self.device.user:
             raise ClientError(
                 f"{to_user} has no device this device can trust and reach"
             )
         if not peers:
             raise ClientError("no other device to send to")
-        send = self.device.encrypt_text(to_user, peers, text)
+        send = self.device.encrypt(
+            peers,
+            conversation,
+            content,
+            expires_at=self._expiry(conversation, expires_in),
+            blobs=blobs,
+            message_id=message_id,
+        )
+        return await self._deliver_own(send.id, [c.device for c in send.copies])
+
+    async def _peers(self, user: str, *, include_own: bool) -> list[Peer]:
+        entries = await self.directory(user)
+        wanted = {user}
+        if include_own and user != self.device.user:
+            entries += await self.directory(self.device.user)
+            wanted.add(self.device.user)
+        return await self._ensure_sessions(self.device.recipients(entries, wanted))
+
+    def _expiry(self, conversation: str, expires_in: int | None) -> int | None:
+        if expires_in is None:
+            expires_in, _ = self.store.conversation_settings(conversation)
+        return None if expires_in is None else self.device.clock() + expires_in * 1000
+
+    async def _deliver_own(self, message_id: bytes, devices: list[str]) -> SendResult:
         await self.connect()
         results = await self.flush_outbox()
-        accepted = results[send.id]
+        accepted = results[message_id]
         return SendResult(
-            id=send.id.hex(),
-            devices=[c.device for c in send.copies],
-            skipped=accepted.skipped,
+            id=message_id.hex(), devices=devices, skipped=accepted.skipped
         )
+
+    # --- groups ---------------------------------------------------------------------------
+
+    @property
+    def groups(self) -> GroupDevice:
+        if self._groups is None:
+            self._groups = GroupDevice(self.device)
+        return self._groups
+
+    async def create_group(self, name: str, members: list[str]) -> str:
+        """Create a group with ``members`` (and us, as its first admin); its id."""
+        for user in members:
+            if not proto.valid_user_id(user):
+                raise ClientError(f"{user!r} is not a valid user id")
+            await self.directory(
+                user
+            )  # refuses unknown users before anything is signed
+        group = proto.new_group_id(os.urandom(16))
+        change = create_group(
+            group,
+            name,
+            members,
+            author=self.device.user,
+            author_device=self.device.device_id,
+            at=self.device.clock(),
+        )
+        await self._post_change(change)
+        return group
+
+    async def change_group(
+        self, group: str, action: proto.GroupAction, subject: str
+    ) -> GroupState:
+        """Add, remove, promote, demote (or leave) one member, signed by this device.
+
+        After a change the next message rotates the group's key; after a removal it is
+        rotated at once, so the removed member can read nothing sent from now on and the
+        signed removal reaches the other members with the new key.
+        """
+        if not proto.valid_user_id(subject):
+            raise ClientError(f"{subject!r} is not a valid user id")
+        for attempt in range(3):
+            state = await self.sync_group(group)
+            change = next_change(
+                state,
+                action,
+                subject,
+                author=self.device.user,
+                author_device=self.device.device_id,
+                at=self.device.clock(),
+            )
+            try:
+                await self._post_change(change)
+                break
+            except ServerRefusedError as exc:
+                if exc.code != proto.ErrorCode.CONFLICT or attempt == 2:
+                    raise
+        state = self._group_state(group)
+        leaving = action in (proto.GroupAction.REMOVE, proto.GroupAction.LEAVE)
+        if leaving and self.device.user in state.members:
+            await self._share_key(group)
+        return state
+
+    async def _post_change(self, change: proto.GroupChange) -> None:
+        entry = sign_change(change, self.device.account())
+        await self._request(
+            "POST",
+            f"/v1/groups/{change.group}/changes",
+            proto.GroupChanges,
+            proto.encode_json(proto.GroupPost(entry)),
+        )
+        self.groups.take_entries([entry], stale_ok=False)
+
+    def _group_state(self, group: str) -> GroupState:
+        state = self.groups.state(group)
+        if state is None:
+            raise ClientError(f"no group {group!r} on this device")
+        return state
+
+    async def sync_group(self, group: str) -> GroupState:
+        """Fetch the group's newer chain entries from the server and verify them.
+
+        Refused entries leave a warning and change nothing; a server that no longer
+        offers the head this device verified is showing an older membership (warned).
+        """
+        known = self.groups.state(group)
+        after = -1 if known is None else known.seq - 1
+        entries: list[proto.Signed] = []
+        while True:
+            page = await self._request(
+                "GET", f"/v1/groups/{group}/changes?after={after}", proto.GroupChanges
+            )
+            entries += page.entries
+            if not page.more or not page.entries:
+                break
+            after += len(page.entries)
+        if not entries:
+            if known is not None:
+                self.device.warn(
+                    f"the server no longer offers entry {known.seq} of group "
+                    f"{known.name!r}, which this device verified: it may be withholding "
+                    "a membership change"
+                )
+                return known
+            raise ClientError(f"no group {group!r} on the server")
+        for device_id in self.groups.unknown_authors(entries):
+            await self._learn_sender(device_id)
+        try:
+            self.groups.take_entries(entries, stale_ok=False)
+        except GroupChainError as exc:
+            self.device.warn(f"refused a membership change: {exc}")
+        return self._group_state(group)
+
+    async def send_group(
+        self,
+        group: str,
+        content: proto.UserContent,
+        *,
+        expires_in: int | None = None,
+        blobs: list[str] | None = None,
+        message_id: bytes | None = None,
+    ) -> SendResult:
+        """Send content to every member device the verified chain allows (Megolm)."""
+        state, recipients = await self._group_audience(group)
+        session, key = self.groups.session_for(state, recipients)
+        if key is not None:
+            await self._send_room_key(state, recipients, key)
+        conversation = proto.group_conversation(group)
+        send = self.groups.seal(
+            state,
+            session,
+            recipients,
+            content,
+            expires_at=self._expiry(conversation, expires_in),
+            blobs=blobs,
+            message_id=message_id,
+        )
+        return await self._deliver_own(send.id, send.devices)
+
+    async def send_group_text(
+        self, group: str, text: str, *, reply_to: bytes | None = None
+    ) -> SendResult:
+        return await self.send_group(group, proto.Text(text, reply_to))
+
+    async def _group_audience(self, group: str) -> tuple[GroupState, Recipients]:
+        state = await self.sync_group(group)
+        listed: dict[str, list[str]] = {}
+        for user in sorted(state.members):
+            entries = await self.directory(user)
+            peers = self.device.recipients(entries, {user})
+            listed[user] = [p.device_id for p in peers]
+        return self.groups.recipients(group, listed)
+
+    async def _share_key(self, group: str) -> None:
+        state, recipients = await self._group_audience(group)
+        _, key = self.groups.session_for(state, recipients)
+        if key is not None:
+            await self._send_room_key(state, recipients, key)
+
+    async def _send_room_key(
+        self, state: GroupState, recipients: Recipients, key: proto.RoomKey
+    ) -> None:
+        peers = await self._ensure_sessions(list(recipients.devices))
+        if peers:
+            send = self.device.encrypt(
+                peers, proto.group_conversation(state.group), key, record=False
+            )
+            # The key must be stored before the message it opens (inbox order).
+            await self._deliver_own(send.id, [c.device for c in send.copies])
+
+    # --- receipts, reading, timers -----------------------------------------------------------
+
+    async def mark_read(self, message_ids: list[bytes]) -> int:
+        """Send read receipts for these messages (where the conversation allows them);
+        returns how many receipts went out."""
+        by_sender: dict[tuple[str, str], list[bytes]] = {}
+        for message_id in message_ids:
+            message = self.store.get_message(message_id)
+            if message is None or message.outgoing:
+                raise ClientError(f"no received message {message_id.hex()} here")
+            _, receipts_on = self.store.conversation_settings(message.conversation)
+            if receipts_on and message.from_user != self.device.user:
+                by_sender.setdefault(
+                    (message.from_user, message.conversation), []
+                ).append(message_id)
+        for (user, _), ids in by_sender.items():
+            await self._send_receipt(user, proto.ReceiptKind.READ, ids)
+        return sum(len(ids) for ids in by_sender.values())
+
+    async def _send_receipt(
+        self, user: str, kind: proto.ReceiptKind, ids: list[bytes]
+    ) -> None:
+        peers = await self._peers(user, include_own=False)
+        conversation = proto.conversation_for(self.device.user, user)
+        for start in range(0, len(ids), proto.MAX_RECEIPT_TARGETS):
+            chunk = ids[start : start + proto.MAX_RECEIPT_TARGETS]
+            if peers:
+                self.device.encrypt(
+                    peers, conversation, proto.Receipt(kind, chunk), record=False
+                )
+        await self.flush_outbox()
+
+    async def set_timer(
+        self,
+        seconds: int | None,
+        *,
+        to_user: str | None = None,
+        group: str | None = None,
+    ) -> SendResult:
+        """Set a conversation's disappearing-message timer, and tell its members."""
+        if (to_user is None) == (group is None):
+            raise ClientError("name one user or one group")
+        timer = proto.Timer(seconds)
+        if group is not None:
+            return await self.send_group(group, timer)
+        assert to_user is not None
+        return await self.send(to_user, timer)
 
     async def flush_outbox(self) -> dict[bytes, proto.Accepted]:
         """Send everything waiting in the outbox and wait until each is accepted."""
         await self.connect()
         decoder = msgspec.msgpack.Decoder(proto.ClientFrame)
-        waiting: dict[bytes, proto.Send] = {}
+        waiting: dict[bytes, proto.Send | proto.SendShared] = {}
         for message_id, encoded in self.store.outbox():
             send = decoder.decode(encoded)
-            assert isinstance(send, proto.Send)
+            assert isinstance(send, proto.Send | proto.SendShared)
             waiting[message_id] = send
             await self._send_frame(send)
         results: dict[bytes, proto.Accepted] = {}
         while len(results) < len(waiting):
             frame = await self._next_frame()
-            if isinstance(frame, proto.Accepted):
+            if isinstance(frame, proto.Deliver):
+                self._held.append(frame)  # for ``messages``, never dropped unseen
+            elif isinstance(frame, proto.Accepted):
                 results[frame.id] = frame
                 with self.store.transaction():
                     self.store.remove_outbox(frame.id)
+                    self.store.set_state(frame.id, "sent")
                 for device_id in frame.skipped:
                     self.device.warn(
                         f"server did not deliver to {device_id} (unknown/revoked)"
                     )
             elif isinstance(frame, proto.Error):
+                if frame.ref is not None and frame.code != proto.ErrorCode.UNAVAILABLE:
+                    # refused for good (not "try again"): resending cannot help
+                    with self.store.transaction():
+                        self.store.remove_outbox(frame.ref)
+                        self.store.set_state(frame.ref, "failed")
                 raise ServerRefusedError(frame.detail, frame.code)
         return results
 
-    async def _handle(self, deliver: proto.Deliver) -> Received | None:
+    async def _handle(self, deliver: proto.Deliver) -> list[Received]:
         sender = self.device.unknown_sender(deliver)
         if sender is not None:
             await self._learn_sender(sender)
-        return self.device.open(deliver)
+        shown: list[Received] = []
+        if deliver.shared:
+            received, needs = self.groups.open(deliver)
+            if needs:
+                await self._fetch(needs)
+                shown += self.groups.retry_pending_messages()
+        else:
+            received = self.device.open(deliver)
+            if self.store.pending("room-key"):
+                shown += await self._settle_keys()
+        if received is not None:
+            shown.insert(0, received)
+        for message in shown:
+            if (
+                message.kind in ("text", "file")
+                and message.from_user != self.device.user
+            ):
+                self._due_receipts.setdefault(message.from_user, []).append(
+                    bytes.fromhex(message.id)
+                )
+        return shown
 
-    async def messages(self, wait: float | None) -> AsyncIterator[Received]:
-        """Yield messages as they are verified; acknowledge them once stored.
+    async def _settle_keys(self) -> list[Received]:
+        """Decide waiting room keys (fetching what they need), then open the group
+        messages that waited for them."""
+        for _ in range(3):
+            needs = self.groups.process_room_keys()
+            if not needs:
+                break
+            await self._fetch(needs)
+        else:
+            self.groups.defer_stuck_keys()
+        return self.groups.retry_pending_messages()
+
+    async def _fetch(self, needs: Needs) -> None:
+        for device_id in sorted(needs.devices):
+            await self._learn_sender(device_id)
+        for group in sorted(needs.groups):
+            try:
+                await self.sync_group(group)
+            except ServerRefusedError as exc:
+                self.device.warn(f"could not fetch group {group[:8]}…: {exc}")
+
+    async def _send_due_receipts(self) -> None:
+        due, self._due_receipts = self._due_receipts, {}
+        for user, ids in due.items():
+            try:
+                await self._send_receipt(user, proto.ReceiptKind.DELIVERED, ids)
+            except ClientError as exc:
+                self.device.warn(f"could not send delivery receipts to {user}: {exc}")
+
+    async def messages(
+        self,
+        wait: float | None,
+        *,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[Received]:
+        """Yield what arrives as it is verified; acknowledge it once stored.
 
         Ends ``wait`` seconds after the backlog that was waiting at connect time has been
-        read (never, with ``wait=None``).
+        read (never, with ``wait=None``).  Delivery receipts go out when the stream is
+        idle; messages past their disappearing time are deleted as it runs.  ``on_idle``
+        is awaited whenever the stream is idle: the one place where a caller that keeps
+        this iterator running may use the stream too (send, flush), since only one
+        coroutine may read it (``strongroom.client.Session`` does).
         """
         welcome = await self.connect()
         assert self._conn is not None
@@ -313,27 +660,49 @@ class Client:
         handled = 0
         deadline: float | None = None
         loop = asyncio.get_running_loop()
-        while True:
-            if deadline is None and handled >= backlog and wait is not None:
-                deadline = loop.time() + wait
-            timeout = _ACK_IDLE
-            if deadline is not None:
-                timeout = min(timeout, max(0.0, deadline - loop.time()))
-            try:
-                frame = await self._next_frame(timeout)
-            except TimeoutError:
-                if self._conn.last_delivered > self._conn.last_acked:
-                    await self._send_frame(proto.Ack(upto=self._conn.last_delivered))
-                if deadline is not None and loop.time() >= deadline:
-                    return
-                continue
-            if isinstance(frame, proto.Deliver):
-                handled += 1
-                received = await self._handle(frame)
-                if self._conn.last_delivered - self._conn.last_acked >= _ACK_EVERY:
-                    await self._send_frame(proto.Ack(upto=self._conn.last_delivered))
-                if received is not None:
-                    yield received
+        self.store.purge_expired(self.device.clock())
+        try:
+            while True:
+                if deadline is None and handled >= backlog and wait is not None:
+                    deadline = loop.time() + wait
+                timeout = _ACK_IDLE
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, deadline - loop.time()))
+                try:
+                    frame: proto.ServerFrame
+                    if self._held:
+                        frame = self._held.pop(0)
+                    else:
+                        frame = await self._next_frame(timeout)
+                except TimeoutError:
+                    if self._conn.last_delivered > self._conn.last_acked:
+                        await self._send_frame(
+                            proto.Ack(upto=self._conn.last_delivered)
+                        )
+                    if self._due_receipts:
+                        await self._send_due_receipts()
+                    if on_idle is not None:
+                        await on_idle()
+                    self.store.purge_expired(self.device.clock())
+                    if deadline is not None and loop.time() >= deadline:
+                        return
+                    continue
+                if isinstance(frame, proto.Deliver):
+                    handled += 1
+                    shown = await self._handle(frame)
+                    if (
+                        not self._held
+                        and self._conn.last_delivered - self._conn.last_acked
+                        >= _ACK_EVERY
+                    ):
+                        await self._send_frame(
+                            proto.Ack(upto=self._conn.last_delivered)
+                        )
+                    for received in shown:
+                        yield received
+        finally:
+            if self.store.pending("group-message"):
+                self.groups.give_up_pending_messages()
 
     async def receive(self, wait: float) -> list[Received]:
         return [m async for m in self.messages(wait)]

@@ -32,14 +32,42 @@ __all__ = ["Device", "Received"]
 
 
 class Received(msgspec.Struct, frozen=True):
-    """A message shown to the user: it passed every check."""
+    """Something shown to the user: it passed every check.
+
+    ``kind`` says what: ``text`` (``reply_to`` when it answers one), ``file``, ``edit``
+    and ``reaction`` (of ``target``), ``receipt`` (``receipt`` is ``delivered`` or
+    ``read``, for ``targets``) or ``timer`` (the conversation's new disappearing timer,
+    ``timer`` seconds or None).  ``group`` is the group id for a group conversation.
+    """
 
     id: str
     from_user: str
     from_device: str
     conversation: str
     sent_at: int
-    text: str
+    text: str = ""
+    kind: str = "text"
+    group: str | None = None
+    reply_to: str | None = None
+    target: str | None = None
+    emoji: str | None = None
+    removed: bool = False
+    receipt: str | None = None
+    targets: list[str] = []
+    file: proto.FileRef | None = None
+    timer: int | None = None
+    expires_at: int | None = None
+
+
+class Origin(msgspec.Struct, frozen=True):
+    """Who sent a verified payload, where, when: what content is applied against."""
+
+    message_id: bytes
+    peer: Peer
+    conversation: str
+    sent_at: int
+    expires_at: int | None
+    group: str | None = None
 
 
 class Device:
@@ -57,6 +85,8 @@ class Device:
             raise CryptoError("the device store has no pinned authority key")
         self.authority = crypto.AuthorityPublicKey(raw)
         self.warnings: list[str] = []
+        #: The members of a group per its verified chain (set by the group layer).
+        self.group_members: Callable[[str], frozenset[str]] = lambda group: frozenset()
 
     # --- account ------------------------------------------------------------------------
 
@@ -183,11 +213,24 @@ class Device:
 
     # --- sending ----------------------------------------------------------------------------
 
-    def encrypt_text(self, to_user: str, peers: list[Peer], text: str) -> proto.Send:
-        """Encrypt ``text`` once per peer; record it, its sessions and the outbox together."""
-        message_id = os.urandom(16)
+    def encrypt(
+        self,
+        peers: list[Peer],
+        conversation: str,
+        content: proto.OlmContent,
+        *,
+        message_id: bytes | None = None,
+        expires_at: int | None = None,
+        record: bool = True,
+        blobs: list[str] | None = None,
+    ) -> proto.Send:
+        """Encrypt ``content`` once per peer over Olm and queue it in the outbox.
+
+        With ``record``, what the user sent is kept in the history (text and files, the
+        effect of edits, reactions and timers) in the same transaction.
+        """
+        message_id = message_id or os.urandom(16)
         now = self.clock()
-        conversation = proto.conversation_for(self.user, to_user)
         account = self.account()
         copies: list[proto.Copy] = []
         with self.store.transaction():
@@ -206,7 +249,8 @@ class Device:
                     message_id=message_id,
                     counter=self.store.next_sent_counter(peer.device_id),
                     sent_at=now,
-                    content=proto.Text(body=text),
+                    content=content,
+                    expires_at=expires_at,
                 )
                 kind, ciphertext = session.encrypt(proto.encode(payload))
                 self.store.put_session(
@@ -219,21 +263,131 @@ class Device:
                 copies.append(
                     proto.Copy(device=peer.device_id, body=proto.encode(envelope))
                 )
-            send = proto.Send(id=message_id, copies=copies)
-            self.store.add_message(
-                StoredMessage(
-                    message_id,
-                    self.device_id,
-                    self.user,
-                    conversation,
-                    now,
-                    now,
-                    text,
-                    True,
-                )
+            send = proto.Send(
+                id=message_id, copies=copies, expires_at=expires_at, blobs=blobs or []
             )
+            if record and not isinstance(
+                content, proto.RoomKey | proto.Receipt | proto.Verification
+            ):
+                self.record_own(message_id, conversation, content, now, expires_at)
             self.store.put_outbox(message_id, proto.encode_frame(send), now)
         return send
+
+    def record_own(
+        self,
+        message_id: bytes,
+        conversation: str,
+        content: proto.UserContent,
+        now: int,
+        expires_at: int | None,
+    ) -> None:
+        """Keep what this device sent, as its other devices will (call in a transaction)."""
+        me = Peer(self.device_id, self.user, "", "", "")
+        origin = Origin(message_id, me, conversation, now, expires_at)
+        self.apply(origin, content, outgoing=True)
+
+    # --- content, wherever it came from ------------------------------------------------------
+
+    def apply(
+        self, origin: Origin, content: proto.UserContent, *, outgoing: bool = False
+    ) -> Received | None:
+        """Record one verified piece of content; what to show, or ``None`` (dropped, with
+        a warning).  Runs inside the caller's transaction."""
+        short = origin.message_id.hex()[:8]
+        peer = origin.peer
+        shown = Received(
+            id=origin.message_id.hex(),
+            from_user=peer.user,
+            from_device=peer.device_id,
+            conversation=origin.conversation,
+            sent_at=origin.sent_at,
+            group=origin.group,
+            expires_at=origin.expires_at,
+        )
+        now = self.clock()
+        if isinstance(content, proto.Text | proto.FileRef):
+            is_file = isinstance(content, proto.FileRef)
+            text = (
+                content.caption if isinstance(content, proto.FileRef) else content.body
+            )
+            reply_to = content.reply_to if isinstance(content, proto.Text) else None
+            self.store.add_message(
+                StoredMessage(
+                    origin.message_id,
+                    peer.device_id,
+                    peer.user,
+                    origin.conversation,
+                    origin.sent_at,
+                    now,
+                    text,
+                    outgoing,
+                    kind="file" if is_file else "text",
+                    reply_to=reply_to,
+                    expires_at=origin.expires_at,
+                    file=proto.encode(content) if is_file else None,
+                    state="sending" if outgoing else "",
+                )
+            )
+            return msgspec.structs.replace(
+                shown,
+                text=text,
+                kind="file" if is_file else "text",
+                reply_to=None if reply_to is None else reply_to.hex(),
+                file=content if isinstance(content, proto.FileRef) else None,
+            )
+        if isinstance(content, proto.Edit):
+            original = self.store.get_message(content.target)
+            if original is not None and original.from_user != peer.user:
+                self.warn(
+                    f"dropped edit {short} from {peer.user}: it is not their message"
+                )
+                return None
+            if original is not None:
+                self.store.edit_message(content.target, content.body, origin.sent_at)
+            return msgspec.structs.replace(
+                shown, kind="edit", text=content.body, target=content.target.hex()
+            )
+        if isinstance(content, proto.Reaction):
+            self.store.react(
+                content.target, peer.user, content.emoji, now, content.remove
+            )
+            return msgspec.structs.replace(
+                shown,
+                kind="reaction",
+                emoji=content.emoji,
+                removed=content.remove,
+                target=content.target.hex(),
+            )
+        if isinstance(content, proto.Receipt):
+            for target in content.targets:
+                mine = self.store.get_message(target)
+                if mine is not None and mine.outgoing:
+                    self.store.add_receipt(target, peer.user, content.kind.value, now)
+                    self._update_state(mine)
+            return msgspec.structs.replace(
+                shown,
+                kind="receipt",
+                receipt=content.kind.value,
+                targets=[t.hex() for t in content.targets],
+            )
+        # proto.Timer: the conversation's disappearing timer from now on
+        self.store.set_timer(origin.conversation, content.seconds)
+        return msgspec.structs.replace(shown, kind="timer", timer=content.seconds)
+
+    def _update_state(self, mine: StoredMessage) -> None:
+        """D once every other member has a device that has it; R once each read it."""
+        group = proto.group_of_conversation(mine.conversation)
+        if group is None:
+            others = set(mine.conversation.split(":")[1:]) - {self.user} or {self.user}
+        else:
+            others = set(self.group_members(group)) - {self.user}
+        receipts = self.store.receipts(mine.message_id)
+        read = {user for user, kind in receipts if kind == "read"}
+        delivered = read | {user for user, kind in receipts if kind == "delivered"}
+        if others and others <= read:
+            self.store.set_state(mine.message_id, "read")
+        elif others and others <= delivered:
+            self.store.set_state(mine.message_id, "delivered")
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -295,30 +449,27 @@ class Device:
                 )
             self.store.set_received_counter(peer.device_id, payload.counter)
             self.store.mark_seen(peer.device_id, deliver.id, self.clock())
-            if not isinstance(payload.content, proto.Text):
-                self.warn(f"dropped message {short}: a kind this version cannot show")
-                return None
-            text = payload.content.body
-            self.store.add_message(
-                StoredMessage(
-                    deliver.id,
-                    peer.device_id,
-                    peer.user,
-                    payload.conversation,
-                    payload.sent_at,
-                    self.clock(),
-                    text,
-                    False,
+            if isinstance(payload.content, proto.RoomKey):
+                # decided by the group layer once the chain it names is at hand
+                self.store.add_pending(
+                    "room-key", peer.device_id, proto.encode(payload), self.clock()
                 )
+                return None
+            if isinstance(payload.content, proto.Verification):
+                # a step of a device verification: for its state machine
+                # (``_verification``), never shown as a message
+                self.store.add_pending(
+                    "verification", peer.device_id, proto.encode(payload), self.clock()
+                )
+                return None
+            origin = Origin(
+                deliver.id,
+                peer,
+                payload.conversation,
+                payload.sent_at,
+                payload.expires_at,
             )
-        return Received(
-            id=deliver.id.hex(),
-            from_user=peer.user,
-            from_device=peer.device_id,
-            conversation=payload.conversation,
-            sent_at=payload.sent_at,
-            text=text,
-        )
+            return self.apply(origin, payload.content)
 
     def _check(
         self, deliver: proto.Deliver, peer: Peer, payload: proto.Payload
@@ -332,14 +483,18 @@ class Device:
             return "it was addressed to another device (reflected or misrouted)"
         if payload.message_id != deliver.id:
             return "the server changed its message id"
-        parts = payload.conversation.split(":")
-        if (
-            len(parts) != 3
-            or parts[0] != "dm"
-            or payload.sender_user not in parts[1:]
-            or self.user not in parts[1:]
-        ):
-            return "its conversation does not include both of us"
+        if isinstance(payload.content, proto.RoomKey):
+            if payload.conversation != proto.group_conversation(payload.content.group):
+                return "a group key sent in another conversation"
+        else:
+            parts = payload.conversation.split(":")
+            if (
+                len(parts) != 3
+                or parts[0] != "dm"
+                or payload.sender_user not in parts[1:]
+                or self.user not in parts[1:]
+            ):
+                return "its conversation does not include both of us"
         if payload.counter <= self.store.received_counter(peer.device_id):
             return "replayed (its counter is not new)"
         return None

@@ -32,7 +32,8 @@ __all__ = ["LocalStore", "Peer", "StoredMessage"]
 KEY_FILE = "device.key"
 DB_FILE = "device.db"
 
-_SCHEMA = [
+# Version 1: what the first release created (kept exactly; later versions alter it).
+_SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
     """CREATE TABLE IF NOT EXISTS peers (
         device_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, ed25519 TEXT NOT NULL,
@@ -60,6 +61,79 @@ _SCHEMA = [
 ]
 
 
+# Each entry upgrades the local schema from version i + 1 to i + 2 (append only).
+_UPGRADES: list[list[str]] = [
+    [
+        # conversations people use: kinds, replies, edits, expiry, files, delivery state
+        "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text'",
+        "ALTER TABLE messages ADD COLUMN reply_to BLOB",
+        "ALTER TABLE messages ADD COLUMN edited_at INTEGER",
+        "ALTER TABLE messages ADD COLUMN expires_at INTEGER",
+        "ALTER TABLE messages ADD COLUMN file BLOB",
+        "ALTER TABLE messages ADD COLUMN state TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX messages_id ON messages(message_id)",
+        "CREATE INDEX messages_expiry ON messages(expires_at) WHERE expires_at IS NOT NULL",
+        """CREATE TABLE reactions (
+            message_id BLOB NOT NULL, user_id TEXT NOT NULL, emoji TEXT NOT NULL,
+            at INTEGER NOT NULL, PRIMARY KEY (message_id, user_id, emoji))""",
+        """CREATE TABLE receipts (
+            message_id BLOB NOT NULL, user_id TEXT NOT NULL, kind TEXT NOT NULL,
+            at INTEGER NOT NULL, PRIMARY KEY (message_id, user_id, kind))""",
+        """CREATE TABLE conversations (
+            conversation TEXT PRIMARY KEY, timer INTEGER,
+            read_receipts INTEGER NOT NULL DEFAULT 1)""",
+        # groups: verified chains, Megolm sessions, keys and messages not yet decided
+        """CREATE TABLE group_entries (
+            group_id TEXT NOT NULL, seq INTEGER NOT NULL, entry BLOB NOT NULL,
+            PRIMARY KEY (group_id, seq))""",
+        """CREATE TABLE outbound_groups (
+            group_id TEXT PRIMARY KEY, pickle TEXT NOT NULL, shared BLOB NOT NULL)""",
+        """CREATE TABLE inbound_groups (
+            sender_device TEXT NOT NULL, session_id TEXT NOT NULL, group_id TEXT NOT NULL,
+            sender_user TEXT NOT NULL, pickle TEXT NOT NULL,
+            PRIMARY KEY (sender_device, session_id))""",
+        """CREATE TABLE megolm_seen (
+            session_id TEXT NOT NULL, message_index INTEGER NOT NULL,
+            message_id BLOB NOT NULL, PRIMARY KEY (session_id, message_index))""",
+        """CREATE TABLE pending (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+            sender_device TEXT NOT NULL, data BLOB NOT NULL, at INTEGER NOT NULL)""",
+    ],
+    [
+        # the chat app (strongroom.client._history, _session, _verification, _contacts):
+        # full-text search over the decrypted history, kept in step by triggers
+        """CREATE VIRTUAL TABLE messages_fts USING fts5(
+            text, content='messages', content_rowid='rowid',
+            tokenize='unicode61 remove_diacritics 2')""",
+        """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text); END""",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, text)
+            VALUES ('delete', old.rowid, old.text); END""",
+        """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, text)
+            VALUES ('delete', old.rowid, old.text);
+            INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text); END""",
+        "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+        # what the person has seen of each conversation (unread counts)
+        """CREATE TABLE read_marks (
+            conversation TEXT PRIMARY KEY, upto INTEGER NOT NULL)""",
+        # devices whose keys a person confirmed by comparing emoji or numbers
+        """CREATE TABLE verified_devices (
+            device_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, ed25519 TEXT NOT NULL,
+            at INTEGER NOT NULL)""",
+        # the organisation's directory as last fetched (names, for offline use)
+        """CREATE TABLE contacts (
+            user_id TEXT PRIMARY KEY, name TEXT NOT NULL, seen_at INTEGER NOT NULL)""",
+        # what the person sent while the server could not be reached, in order
+        """CREATE TABLE queued_sends (
+            message_id BLOB PRIMARY KEY, conversation TEXT NOT NULL,
+            content BLOB NOT NULL, created_at INTEGER NOT NULL)""",
+    ],
+]
+LOCAL_SCHEMA_VERSION = 1 + len(_UPGRADES)
+
+
 class Peer(msgspec.Struct, frozen=True):
     """Another device whose certificate verified under the pinned authority key."""
 
@@ -72,6 +146,11 @@ class Peer(msgspec.Struct, frozen=True):
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
+    """A message as the device keeps it.  ``kind`` is ``text`` or ``file`` (``file``
+    holds the encoded ``proto.FileRef``); ``state`` is the delivery state of our own
+    messages: ``sending``, ``failed`` (refused by the server for good), ``sent``,
+    ``delivered`` or ``read``."""
+
     message_id: bytes
     from_device: str
     from_user: str
@@ -80,6 +159,37 @@ class StoredMessage(msgspec.Struct, frozen=True):
     received_at: int
     text: str
     outgoing: bool
+    kind: str = "text"
+    reply_to: bytes | None = None
+    edited_at: int | None = None
+    expires_at: int | None = None
+    file: bytes | None = None
+    state: str = ""
+
+
+_MESSAGE_COLUMNS = (
+    "message_id, from_device, from_user, conversation, sent_at, received_at, text, "
+    "outgoing, kind, reply_to, edited_at, expires_at, file, state"
+)
+
+
+def _message(r: Any) -> StoredMessage:
+    return StoredMessage(
+        bytes(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        bool(r[7]),
+        r[8],
+        None if r[9] is None else bytes(r[9]),
+        r[10],
+        r[11],
+        None if r[12] is None else bytes(r[12]),
+        r[13],
+    )
 
 
 class LocalStore:
@@ -131,8 +241,7 @@ class LocalStore:
         conn.execute(f"PRAGMA key = \"x'{secret.hex()}'\"")
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            _upgrade(conn)
         except sqlcipher3.DatabaseError as exc:
             conn.close()
             raise ConfigError(f"{home / DB_FILE} does not open with its key") from exc
@@ -265,8 +374,8 @@ class LocalStore:
 
     def add_message(self, message: StoredMessage) -> None:
         self._conn.execute(
-            "INSERT OR IGNORE INTO messages(message_id, from_device, from_user, conversation, "
-            "sent_at, received_at, text, outgoing) VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO messages({_MESSAGE_COLUMNS}) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 message.message_id,
                 message.from_device,
@@ -276,23 +385,211 @@ class LocalStore:
                 message.received_at,
                 message.text,
                 int(message.outgoing),
+                message.kind,
+                message.reply_to,
+                message.edited_at,
+                message.expires_at,
+                message.file,
+                message.state,
             ),
         )
 
     def messages(self, conversation: str | None = None) -> list[StoredMessage]:
-        query = (
-            "SELECT message_id, from_device, from_user, conversation, sent_at, received_at, "
-            "text, outgoing FROM messages"
-        )
+        query = f"SELECT {_MESSAGE_COLUMNS} FROM messages"
         params: tuple[str, ...] = ()
         if conversation is not None:
             query += " WHERE conversation=?"
             params = (conversation,)
         rows = self._conn.execute(query + " ORDER BY sent_at, rowid", params).fetchall()
-        return [
-            StoredMessage(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
-            for r in rows
+        return [_message(r) for r in rows]
+
+    def get_message(self, message_id: bytes) -> StoredMessage | None:
+        row = self._conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id=?",
+            (message_id,),
+        ).fetchone()
+        return None if row is None else _message(row)
+
+    def edit_message(self, message_id: bytes, text: str, at: int) -> None:
+        self._conn.execute(
+            "UPDATE messages SET text=?, edited_at=? WHERE message_id=?",
+            (text, at, message_id),
+        )
+
+    def set_state(self, message_id: bytes, state: str) -> None:
+        """Move an own message's delivery state forward (never back)."""
+        order = ("", "sending", "failed", "sent", "delivered", "read")
+        current = self._conn.execute(
+            "SELECT state FROM messages WHERE message_id=? AND outgoing=1",
+            (message_id,),
+        ).fetchone()
+        if current is not None and order.index(state) > order.index(current[0]):
+            self._conn.execute(
+                "UPDATE messages SET state=? WHERE message_id=? AND outgoing=1",
+                (state, message_id),
+            )
+
+    def react(
+        self, message_id: bytes, user: str, emoji: str, at: int, remove: bool
+    ) -> None:
+        if remove:
+            self._conn.execute(
+                "DELETE FROM reactions WHERE message_id=? AND user_id=? AND emoji=?",
+                (message_id, user, emoji),
+            )
+        else:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO reactions VALUES (?, ?, ?, ?)",
+                (message_id, user, emoji, at),
+            )
+
+    def reactions(self, message_id: bytes) -> list[tuple[str, str]]:
+        """(user, emoji), oldest first."""
+        rows = self._conn.execute(
+            "SELECT user_id, emoji FROM reactions WHERE message_id=? ORDER BY at",
+            (message_id,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def add_receipt(self, message_id: bytes, user: str, kind: str, at: int) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?)",
+            (message_id, user, kind, at),
+        )
+
+    def receipts(self, message_id: bytes) -> list[tuple[str, str]]:
+        """(user, kind) for one of our messages."""
+        rows = self._conn.execute(
+            "SELECT user_id, kind FROM receipts WHERE message_id=? ORDER BY at",
+            (message_id,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def purge_expired(self, now: int) -> int:
+        """Delete messages past their expiry, with what hangs on them; returns how many."""
+        doomed = [
+            bytes(r[0])
+            for r in self._conn.execute(
+                "SELECT message_id FROM messages WHERE expires_at <= ?", (now,)
+            ).fetchall()
         ]
+        for message_id in doomed:
+            for table in ("messages", "reactions", "receipts"):
+                self._conn.execute(
+                    f"DELETE FROM {table} WHERE message_id=?", (message_id,)
+                )
+        return len(doomed)
+
+    # --- conversation settings -------------------------------------------------------------
+
+    def conversation_settings(self, conversation: str) -> tuple[int | None, bool]:
+        """(disappearing timer in seconds or None, whether to send read receipts)."""
+        row = self._conn.execute(
+            "SELECT timer, read_receipts FROM conversations WHERE conversation=?",
+            (conversation,),
+        ).fetchone()
+        return (None, True) if row is None else (row[0], bool(row[1]))
+
+    def set_timer(self, conversation: str, seconds: int | None) -> None:
+        self._conn.execute(
+            "INSERT INTO conversations(conversation, timer) VALUES (?, ?) "
+            "ON CONFLICT(conversation) DO UPDATE SET timer=excluded.timer",
+            (conversation, seconds),
+        )
+
+    def set_read_receipts(self, conversation: str, on: bool) -> None:
+        self._conn.execute(
+            "INSERT INTO conversations(conversation, read_receipts) VALUES (?, ?) "
+            "ON CONFLICT(conversation) DO UPDATE SET read_receipts=excluded.read_receipts",
+            (conversation, int(on)),
+        )
+
+    # --- groups ------------------------------------------------------------------------------
+
+    def put_group_entry(self, group: str, seq: int, entry: bytes) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO group_entries VALUES (?, ?, ?)", (group, seq, entry)
+        )
+
+    def group_entries(self) -> dict[str, list[bytes]]:
+        """Every stored chain, by group, oldest entry first."""
+        chains: dict[str, list[bytes]] = {}
+        for group, entry in self._conn.execute(
+            "SELECT group_id, entry FROM group_entries ORDER BY group_id, seq"
+        ).fetchall():
+            chains.setdefault(group, []).append(bytes(entry))
+        return chains
+
+    def outbound_group(self, group: str) -> tuple[str, bytes] | None:
+        """(session pickle, encoded audience) of our current session for ``group``."""
+        row = self._conn.execute(
+            "SELECT pickle, shared FROM outbound_groups WHERE group_id=?", (group,)
+        ).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def put_outbound_group(self, group: str, pickle: str, shared: bytes) -> None:
+        self._conn.execute(
+            "INSERT INTO outbound_groups VALUES (?, ?, ?) ON CONFLICT(group_id) "
+            "DO UPDATE SET pickle=excluded.pickle, shared=excluded.shared",
+            (group, pickle, shared),
+        )
+
+    def put_inbound_group(
+        self,
+        sender_device: str,
+        session_id: str,
+        group: str,
+        sender_user: str,
+        pickle: str,
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO inbound_groups VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(sender_device, session_id) DO UPDATE SET pickle=excluded.pickle",
+            (sender_device, session_id, group, sender_user, pickle),
+        )
+
+    def inbound_group(
+        self, sender_device: str, session_id: str
+    ) -> tuple[str, str, str] | None:
+        """(group, sender user, pickle) of a session a member device shared with us."""
+        row = self._conn.execute(
+            "SELECT group_id, sender_user, pickle FROM inbound_groups "
+            "WHERE sender_device=? AND session_id=?",
+            (sender_device, session_id),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def megolm_seen(self, session_id: str, index: int) -> bytes | None:
+        """The message id first read at this session's index, if any (replay guard)."""
+        row = self._conn.execute(
+            "SELECT message_id FROM megolm_seen WHERE session_id=? AND message_index=?",
+            (session_id, index),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def mark_megolm_seen(self, session_id: str, index: int, message_id: bytes) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO megolm_seen VALUES (?, ?, ?)",
+            (session_id, index, message_id),
+        )
+
+    def add_pending(self, kind: str, sender_device: str, data: bytes, at: int) -> None:
+        """Keep something that cannot be decided yet (a room key whose chain must be
+        fetched, a group message whose key has not arrived)."""
+        self._conn.execute(
+            "INSERT INTO pending(kind, sender_device, data, at) VALUES (?, ?, ?, ?)",
+            (kind, sender_device, data, at),
+        )
+
+    def pending(self, kind: str) -> list[tuple[int, str, bytes, int]]:
+        rows = self._conn.execute(
+            "SELECT id, sender_device, data, at FROM pending WHERE kind=? ORDER BY id",
+            (kind,),
+        ).fetchall()
+        return [(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
+
+    def remove_pending(self, pending_id: int) -> None:
+        self._conn.execute("DELETE FROM pending WHERE id=?", (pending_id,))
 
     def put_outbox(self, message_id: bytes, frame: bytes, at: int) -> None:
         self._conn.execute(
@@ -317,3 +614,26 @@ class LocalStore:
             "SELECT at, text FROM warnings ORDER BY id"
         ).fetchall()
         return [(int(r[0]), r[1]) for r in rows]
+
+
+def _upgrade(conn: Any) -> None:
+    """Bring the local schema to this version, one committed step at a time."""
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    version = int(bytes(row[0]).decode()) if row else 1
+    if version > LOCAL_SCHEMA_VERSION:
+        raise ConfigError(
+            f"this device's store is from a newer Strongroom (schema {version}); "
+            "upgrade the app"
+        )
+    for number in range(version, LOCAL_SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _UPGRADES[number - 1]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(number + 1).encode(),),
+        )
+        conn.execute("COMMIT")

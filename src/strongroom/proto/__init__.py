@@ -4,6 +4,13 @@ Pure values in, values out: nothing here does I/O, and nothing here imports the 
 Strongroom (except the shared ``strongroom.errors``).
 """
 
+from ._blobs import (
+    BLOB_ID_RE,
+    MAX_BLOB_PIECE,
+    BlobCreate,
+    BlobInfo,
+    valid_blob_id,
+)
 from ._codes import (
     DECODE_ERRORS,
     MAX_BLOBS,
@@ -18,6 +25,7 @@ from ._codes import (
     valid_device_id,
     valid_user_id,
 )
+from ._directory import Directory, DirectoryEntry
 from ._frames import (
     Accepted,
     Ack,
@@ -124,8 +132,22 @@ from ._payloads import (
     decode_payload,
 )
 from ._stream import MAX_PENDING_SENDS, Role, State, StreamConnection
+from ._verification import (
+    SAS_METHODS,
+    Verification,
+    VerificationCancel,
+    VerificationCancelCode,
+    VerificationStep,
+    VerifyAccept,
+    VerifyDone,
+    VerifyKey,
+    VerifyMac,
+    VerifyRequest,
+    decode_verification,
+)
 
 __all__ = [
+    "BLOB_ID_RE",
     "DECODE_ERRORS",
     "DOMAIN_CERTIFICATE",
     "DOMAIN_GROUP_CHANGE",
@@ -137,6 +159,7 @@ __all__ = [
     "GENESIS_PREV",
     "GROUP_ID_RE",
     "MAX_BLOBS",
+    "MAX_BLOB_PIECE",
     "MAX_BODY_BYTES",
     "MAX_CHAIN_BATCH",
     "MAX_COPIES",
@@ -150,6 +173,7 @@ __all__ = [
     "MAX_REACTION",
     "MAX_RECEIPT_TARGETS",
     "PROTOCOL_VERSION",
+    "SAS_METHODS",
     "Accepted",
     "Ack",
     "ActivationFinish",
@@ -159,6 +183,8 @@ __all__ = [
     "ActivationStart",
     "ActivationStarted",
     "AuthorityInfo",
+    "BlobCreate",
+    "BlobInfo",
     "ChainHead",
     "Challenge",
     "ClaimRequest",
@@ -171,6 +197,8 @@ __all__ = [
     "DeviceCertificate",
     "DeviceEntry",
     "DeviceInfo",
+    "Directory",
+    "DirectoryEntry",
     "Edit",
     "Error",
     "ErrorBody",
@@ -209,6 +237,15 @@ __all__ = [
     "UserContent",
     "UserDevices",
     "UserInfo",
+    "Verification",
+    "VerificationCancel",
+    "VerificationCancelCode",
+    "VerificationStep",
+    "VerifyAccept",
+    "VerifyDone",
+    "VerifyKey",
+    "VerifyMac",
+    "VerifyRequest",
     "Welcome",
     "conversation_for",
     "decode_certificate",
@@ -223,6 +260,7 @@ __all__ = [
     "decode_revocation",
     "decode_room_key",
     "decode_server_frame",
+    "decode_verification",
     "encode",
     "encode_frame",
     "encode_json",
@@ -235,6 +273,7 @@ __all__ = [
     "new_group_id",
     "one_time_key_signing_input",
     "signing_input",
+    "valid_blob_id",
     "valid_device_id",
     "valid_user_id",
 ]

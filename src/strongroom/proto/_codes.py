@@ -79,6 +79,7 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"
     INTERNAL = "internal"
+    ATTACHMENT_TOO_LARGE = "attachment_too_large"
 
 
 def valid_user_id(user: str) -> bool:

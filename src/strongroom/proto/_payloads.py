@@ -26,6 +26,7 @@ import msgspec
 from ._codes import MAX_BODY_BYTES
 from ._groups import ChainHead, GroupId, RoomKey
 from ._objects import DeviceId, EnvelopeId, UserId, _decode, _decoder_for
+from ._verification import Verification
 
 __all__ = [
     "MAX_FILE_NAME",
@@ -115,7 +116,8 @@ class Timer(msgspec.Struct, frozen=True, tag="timer"):
 
 
 UserContent = Text | Edit | Reaction | Receipt | FileRef | Timer
-OlmContent = Text | Edit | Reaction | Receipt | FileRef | Timer | RoomKey
+# ``Verification`` (device-to-device SAS steps) is control, like ``RoomKey``: Olm only.
+OlmContent = Text | Edit | Reaction | Receipt | FileRef | Timer | RoomKey | Verification
 
 
 class Payload(msgspec.Struct, frozen=True):

@@ -16,7 +16,9 @@ from starlette.routing import Route, WebSocketRoute
 from strongroom import proto
 from strongroom.errors import ProtocolError, StoreError
 
+from ._blobs import BlobApi
 from ._context import ServerContext
+from ._directory import directory_route
 from ._errors import ApiRefusal
 from ._http_api import Api
 from ._stream import StreamHandler
@@ -24,7 +26,6 @@ from ._stream import StreamHandler
 __all__ = ["create_app"]
 
 log = logging.getLogger("strongroom.server")
-_PRUNE_SECONDS = 600
 
 
 def _error(
@@ -64,6 +65,7 @@ def create_app(ctx: ServerContext) -> Starlette:
     The store and bus are opened in the app's lifespan and closed when it ends.
     """
     api = Api(ctx)
+    blobs = BlobApi(ctx, api.nonces)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -88,12 +90,21 @@ def create_app(ctx: ServerContext) -> Starlette:
         )
 
     async def prune_forever() -> None:
+        limits = ctx.config.limits
         while True:
             try:
-                await ctx.store.prune(ctx.clock())
+                removed = await ctx.store.prune(
+                    ctx.clock(),
+                    blob_grace_ms=int(limits.blob_grace_seconds * 1000),
+                    upload_ttl_ms=int(limits.upload_ttl_seconds * 1000),
+                )
+                if removed and blobs.files is not None:
+                    await asyncio.to_thread(blobs.files.delete, removed)
             except StoreError:
                 log.warning("pruning failed; will retry")
-            await asyncio.sleep(_PRUNE_SECONDS)
+            except OSError as exc:
+                log.warning("deleting attachment files failed: %s", exc)
+            await asyncio.sleep(limits.prune_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,8 +133,13 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/v1/keys/upload", api.upload, methods=["POST"]),
         Route("/v1/keys/user/{user}", api.user_keys),
         Route("/v1/keys/device/{device_id}", api.device_keys),
+        directory_route(ctx, api.nonces),
         Route("/v1/groups/{group}/changes", api.group_changes, methods=["GET"]),
         Route("/v1/groups/{group}/changes", api.group_post, methods=["POST"]),
+        Route("/v1/blobs", blobs.create, methods=["POST"]),
+        Route("/v1/blobs/{blob}", blobs.download, methods=["GET"]),
+        Route("/v1/blobs/{blob}", blobs.put, methods=["PUT"]),
+        Route("/v1/blobs/{blob}/status", blobs.status, methods=["GET"]),
         Route("/v1/admin/users", api.admin_users, methods=["GET", "POST"]),
         Route("/v1/admin/users/{user}/code", api.admin_code, methods=["POST"]),
         Route("/v1/admin/devices", api.admin_devices),

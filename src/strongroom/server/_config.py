@@ -4,6 +4,7 @@ A data directory holds::
 
     strongroom.toml    configuration (TOML): organisation, listen address, storage, limits
     strongroom.db      the SQLite database (the embedded default)
+    blobs/             attachment ciphertext, one file per blob (``[storage] blobs``)
     authority.pem      the organisation's Ed25519 authority key, mode 0600, never in the DB
     admin.token        the admin API credential, mode 0600 (the config keeps only its hash)
     run.json           written by a running server: its URL and process id
@@ -39,6 +40,14 @@ class ServerSection(msgspec.Struct, frozen=True):
 class Storage(msgspec.Struct, frozen=True):
     database: str = "sqlite:///strongroom.db"
     bus: str = "local:"
+    #: Attachment ciphertext; relative to the data directory.  Every node of a cluster
+    #: must see the same directory (a shared file system): a blob uploaded through one
+    #: node is downloaded through any other.
+    blobs: str = "blobs"
+
+    def blob_dir(self, data_dir: Path) -> Path:
+        path = Path(self.blobs)
+        return path if path.is_absolute() else data_dir / path
 
 
 class Admin(msgspec.Struct, frozen=True):
@@ -51,6 +60,14 @@ class Limits(msgspec.Struct, frozen=True):
     activation_session_seconds: int = 300
     delivery_window: int = 512
     hello_timeout_seconds: float = 10.0
+    #: Largest attachment blob (ciphertext: the file plus 16 bytes per 1 MiB chunk).
+    max_attachment_bytes: int = 100 * 1024 * 1024
+    #: How long a complete blob stays after nothing waits for it or names it any more.
+    blob_grace_seconds: float = 24 * 3600
+    #: How long an upload may make no progress before it is abandoned.
+    upload_ttl_seconds: float = 24 * 3600
+    #: How often expired state and unreferenced blobs are collected.
+    prune_seconds: float = 600
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,15 +1,18 @@
-"""What every handler needs, passed explicitly: config, store, bus, authority, clock, metrics."""
+"""What every handler needs, passed explicitly: config, store, bus, authority, clock, metrics,
+and the router that hands committed envelopes to this node's streams."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from strongroom.crypto import AuthorityKey
 
 from ._config import Config
+from ._router import Router
 from .bus import Bus
 from .store import Store
 
@@ -90,13 +93,17 @@ class ServerContext:
         bus: Bus,
         authority: AuthorityKey,
         clock: Callable[[], int] = wall_clock_ms,
+        blob_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.bus = bus
         self.authority = authority
         self.clock = clock
+        #: Where attachment ciphertext lives; None: this server takes no attachments.
+        self.blob_dir = blob_dir
         self.metrics = Metrics()
+        self.router = Router(bus, self.metrics.bus_publish)
         self.ready = False
         # The server's name in stream challenges: the authority key's fingerprint, so a
         # device's answer is useful to no other organisation's server.

@@ -3,15 +3,23 @@
 Rules:
 
 1. The protocol rules live in ``proto.StreamConnection``; this module only does I/O around
-   it.  Every outgoing frame goes through ``conn.send`` under ``_send_lock``, so the state
-   machine sees frames in exactly the order they hit the socket.
+   it.  Every outgoing frame goes through ``_Session.emit``, which is synchronous (the
+   frame is encoded, checked and written in one step), so the state machine sees frames in
+   exactly the order they reach the socket, with no lock.  Frames written in one turn of
+   the event loop leave in one system call (``_websocket``).
 2. A device is served only after it signed this connection's fresh challenge with the key
-   its certificate names, and only while it is not revoked (a revocation closes the stream).
-3. ``Accepted`` is sent only after the store committed the envelope.  Sends are handled as
-   concurrent tasks so that one commit can carry many of them (group commit).
-4. Delivery reads the store from the device's cursor; bus wake-ups only say "look again".
-   At most ``delivery_window`` deliveries are unacknowledged at once.
-5. A broken rule ends this connection alone, with an ``Error`` frame and a close code; the
+   its certificate names, and only while it is not revoked: a revocation stops deliveries
+   at once and closes the stream.
+3. ``Accepted`` is sent only after the store committed the envelope.  A send is handed to
+   the store at once and answered from the store's future (no task per send), so that
+   one commit carries every send that arrived meanwhile (group commit).
+4. Deliveries follow ``_delivery``: committed envelopes reach a caught-up stream from
+   memory through the router, and a stream that may be behind reads the store.  At most
+   ``delivery_window`` deliveries are unacknowledged at once.
+5. Acknowledgements are written behind the stream's back: at most one store ``ack`` is in
+   flight per stream, carrying the highest ``upto`` received meanwhile.  An ack that does
+   not reach the store costs a redelivery (at-least-once), never a message.
+6. A broken rule ends this connection alone, with an ``Error`` frame and a close code; the
    text of an internal error never reaches the device.
 """
 
@@ -19,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -29,6 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from strongroom import proto
 from strongroom.crypto import verify_ed25519
 from strongroom.errors import (
+    ConflictError,
     ProtocolError,
     RemoteProtocolError,
     SignatureError,
@@ -36,14 +47,14 @@ from strongroom.errors import (
 )
 
 from ._context import ServerContext
-from .bus import BusEvent
-from .store import DeviceRow
+from ._delivery import Deliveries
+from ._websocket import frame_writer
+from .store import AcceptResult, DeviceRow, InboxRow
 
 __all__ = ["StreamHandler"]
 
 log = logging.getLogger("strongroom.server.stream")
 _E = proto.ErrorCode
-_FETCH = 256
 
 
 class _Closed(Exception):
@@ -55,17 +66,20 @@ class _Session:
         self.ctx = ctx
         self.ws = ws
         self.conn = proto.StreamConnection(proto.Role.SERVER)
-        self.send_lock = asyncio.Lock()
-        self.wake = asyncio.Event()
-        self.window_open = asyncio.Event()
-        self.revoked = asyncio.Event()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.writer = frame_writer(ws)
+        self.window = ctx.config.limits.delivery_window
+        self.deliveries = Deliveries(self._deliver, self._room, self._fetch, self.end)
         self.device: DeviceRow | None = None
+        self.sends: set[asyncio.Future[AcceptResult]] = set()
+        self.ack_wanted = 0
+        self.ack_writing: asyncio.Future[None] | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._ending: BaseException | None = None
 
-    async def send(self, frame: proto.ServerFrame) -> None:
-        async with self.send_lock:
-            data = self.conn.send(frame)
-            await self.ws.send_bytes(data)
+    def emit(self, frame: proto.ServerFrame) -> None:
+        """Encode, check and write one frame (rule 1); nothing once the stream closed."""
+        if self.conn.state is not proto.State.CLOSED:
+            self.writer.send(self.conn.send(frame))
 
     async def receive(self) -> bytes:
         message: MutableMapping[str, Any] = await self.ws.receive()
@@ -79,11 +93,23 @@ class _Session:
         assert isinstance(data, bytes)
         return data
 
+    def end(self, reason: BaseException) -> None:
+        """End the stream from outside its read loop: revoked, or a store read failed."""
+        if self._ending is None and self._main is not None:
+            self._ending = reason
+            self._main.cancel()
+
+    def revoke(self) -> None:
+        self.deliveries.close()  # rule 2: not one more delivery
+        self.end(
+            RemoteProtocolError("this device has been revoked by IT", "device_revoked")
+        )
+
     # --- handshake ----------------------------------------------------------------------
 
     async def handshake(self) -> DeviceRow:
         nonce = os.urandom(32)
-        await self.send(proto.Challenge(nonce=nonce, server=self.ctx.server_name))
+        self.emit(proto.Challenge(nonce=nonce, server=self.ctx.server_name))
         try:
             data = await asyncio.wait_for(
                 self.receive(), self.ctx.config.limits.hello_timeout_seconds
@@ -116,7 +142,7 @@ class _Session:
             )
         now = self.ctx.clock()
         await self.ctx.store.touch_device(device.device_id, now, hello.client_version)
-        await self.send(
+        self.emit(
             proto.Welcome(
                 device_id=device.device_id,
                 user=device.user,
@@ -129,101 +155,185 @@ class _Session:
 
     # --- the open stream ---------------------------------------------------------------
 
-    def on_bus(self, event: BusEvent) -> None:
-        if event == "deliver":
-            self.wake.set()
-        elif event == "revoked":
-            self.revoked.set()
-            self.wake.set()
+    async def serve(self, device: DeviceRow) -> None:
+        """Read frames until the device leaves; raises what ended the stream."""
+        self._main = asyncio.current_task()
+        try:
+            await self._read_loop(device)
+        except asyncio.CancelledError:
+            if self._ending is None:
+                raise
+            assert self._main is not None
+            self._main.uncancel()
+            raise self._ending from None
+        finally:
+            self._main = None
 
-    async def read_loop(self, device: DeviceRow) -> None:
+    async def _read_loop(self, device: DeviceRow) -> None:
+        writable = self.writer.writable
         while True:
             frame = self.conn.receive(await self.receive())
             if isinstance(frame, proto.Send | proto.SendShared):
-                task = asyncio.create_task(self.accept(device, frame))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self._accept(device, frame)
             elif isinstance(frame, proto.Ack):
-                with self.ctx.metrics.store_ack.time():
-                    await self.ctx.store.ack(device.device_id, frame.upto)
-                self.window_open.set()
+                self.ack_wanted = frame.upto
+                if self.ack_writing is None:
+                    self._write_ack(device)
+                self.deliveries.pump()
             elif isinstance(frame, proto.Ping):
-                await self.send(proto.Pong(n=frame.n))
+                self.emit(proto.Pong(n=frame.n))
+            if not writable.is_set():  # the device is not reading: neither do we
+                await writable.wait()
 
-    async def accept(
-        self, device: DeviceRow, send: proto.Send | proto.SendShared
-    ) -> None:
-        ctx = self.ctx
+    def _accept(self, device: DeviceRow, send: proto.Send | proto.SendShared) -> None:
+        """Hand a send to the store; ``_accepted`` answers it once committed (rule 3)."""
+        store = self.ctx.store
+        at = self.ctx.clock()
         try:
-            with ctx.metrics.store_accept.time():
-                if isinstance(send, proto.Send):
-                    result = await ctx.store.accept(
-                        device.device_id,
-                        send.id,
-                        [(c.device, c.body) for c in send.copies],
-                        ctx.clock(),
-                        expires_at=send.expires_at,
-                    )
-                else:
-                    result = await ctx.store.accept_shared(
-                        device.device_id,
-                        send.id,
-                        send.devices,
-                        send.body,
-                        ctx.clock(),
-                        expires_at=send.expires_at,
-                    )
-        except StoreError:
-            log.exception("store refused a send from %s", device.device_id)
-            with contextlib.suppress(Exception):
-                await self.send(
-                    proto.Error(
-                        code=_E.UNAVAILABLE, detail="not stored, try again", ref=send.id
-                    )
+            if isinstance(send, proto.Send):
+                committing = store.accept(
+                    device.device_id,
+                    send.id,
+                    [(c.device, c.body) for c in send.copies],
+                    at,
+                    expires_at=send.expires_at,
+                    blobs=send.blobs,
                 )
+            else:
+                committing = store.accept_shared(
+                    device.device_id,
+                    send.id,
+                    send.devices,
+                    send.body,
+                    at,
+                    expires_at=send.expires_at,
+                    blobs=send.blobs,
+                )
+        except StoreError as exc:
+            committing = asyncio.get_running_loop().create_future()
+            committing.set_exception(exc)
+        self.sends.add(committing)
+        committing.add_done_callback(
+            functools.partial(self._accepted, device, send, at, time.perf_counter())
+        )
+
+    def _accepted(
+        self,
+        device: DeviceRow,
+        send: proto.Send | proto.SendShared,
+        at: int,
+        started: float,
+        committing: asyncio.Future[AcceptResult],
+    ) -> None:
+        self.sends.discard(committing)
+        ctx = self.ctx
+        ctx.metrics.store_accept.observe(time.perf_counter() - started)
+        if committing.cancelled():
             return
+        error = committing.exception()
+        if isinstance(error, ConflictError):  # an attachment it names is gone
+            self.emit(proto.Error(code=_E.CONFLICT, detail=str(error), ref=send.id))
+            return
+        if error is not None:
+            log.error("store refused a send from %s", device.device_id, exc_info=error)
+            self.emit(
+                proto.Error(
+                    code=_E.UNAVAILABLE, detail="not stored, try again", ref=send.id
+                )
+            )
+            return
+        result = committing.result()
         if result.delivered_to:
             ctx.metrics.envelopes_in.inc(len(result.delivered_to))
-            with ctx.metrics.bus_publish.time():
-                await ctx.bus.publish("deliver", result.delivered_to)
-        with contextlib.suppress(Exception):
-            await self.send(
-                proto.Accepted(id=send.id, at=ctx.clock(), skipped=result.skipped)
-            )
+            ctx.router.committed(_rows(device.device_id, send, at, result))
+        self.emit(proto.Accepted(id=send.id, at=ctx.clock(), skipped=result.skipped))
 
-    async def deliver_loop(self, device: DeviceRow) -> None:
-        window = self.ctx.config.limits.delivery_window
-        cursor = 0
-        while not self.revoked.is_set():
-            if self.conn.unacked >= window:
-                self.window_open.clear()
-                if self.conn.unacked >= window:
-                    await self.window_open.wait()
-                continue
-            self.wake.clear()
-            with self.ctx.metrics.store_fetch.time():
-                rows = await self.ctx.store.fetch(
-                    device.device_id, cursor, min(_FETCH, window - self.conn.unacked)
-                )
-            if not rows:
-                await self.wake.wait()
-                continue
-            for row in rows:
-                await self.send(
-                    proto.Deliver(
-                        seq=row.seq,
-                        id=row.envelope_id,
-                        sender=row.sender,
-                        at=row.at,
-                        body=row.body,
-                        shared=row.shared,
-                    )
-                )
-                cursor = row.seq
-            self.ctx.metrics.envelopes_out.inc(len(rows))
-        raise RemoteProtocolError(
-            "this device has been revoked by IT", "device_revoked"
+    def _write_ack(self, device: DeviceRow) -> None:
+        """Rule 5: one store ack in flight, for the highest ``upto`` received."""
+        upto = self.ack_wanted
+        try:
+            self.ack_writing = self.ctx.store.ack(device.device_id, upto)
+        except StoreError as exc:
+            log.warning("acknowledgement of %s not stored: %s", device.device_id, exc)
+            return
+        self.ack_writing.add_done_callback(
+            functools.partial(self._acked, device, upto, time.perf_counter())
         )
+
+    def _acked(
+        self,
+        device: DeviceRow,
+        upto: int,
+        started: float,
+        writing: asyncio.Future[None],
+    ) -> None:
+        self.ack_writing = None
+        self.ctx.metrics.store_ack.observe(time.perf_counter() - started)
+        if writing.cancelled():
+            return
+        error = writing.exception()
+        if error is not None:
+            log.warning("acknowledgement of %s not stored: %s", device.device_id, error)
+        elif self.ack_wanted > upto:
+            self._write_ack(device)
+
+    # --- deliveries (called by self.deliveries) ------------------------------------------
+
+    def _room(self) -> int:
+        return self.window - self.conn.unacked
+
+    def _deliver(self, row: InboxRow) -> None:
+        self.emit(
+            proto.Deliver(
+                seq=row.seq,
+                id=row.envelope_id,
+                sender=row.sender,
+                at=row.at,
+                body=row.body,
+                shared=row.shared,
+            )
+        )
+        self.ctx.metrics.envelopes_out.inc()
+
+    async def _fetch(self, after: int, limit: int) -> list[InboxRow]:
+        assert self.device is not None
+        with self.ctx.metrics.store_fetch.time():
+            return await self.ctx.store.fetch(self.device.device_id, after, limit)
+
+    async def settle(self) -> None:
+        """Let what the device asked for finish: sends commit, acks are written.
+
+        A device that went away resends unanswered sends with the same ids, and the
+        store answers "duplicate".
+        """
+        self.deliveries.close()
+        await self.deliveries.wait_reader()
+        while self.sends or self.ack_writing is not None:
+            pending: list[asyncio.Future[Any]] = [*self.sends]
+            if self.ack_writing is not None:
+                pending.append(self.ack_writing)
+            await asyncio.wait(pending)
+
+
+def _rows(
+    sender: str, send: proto.Send | proto.SendShared, at: int, result: AcceptResult
+) -> list[tuple[str, InboxRow]]:
+    """The inbox rows the store committed for a send, as (device, row)."""
+    delivered, seqs = result.delivered_to, result.seqs
+    if isinstance(send, proto.SendShared):
+        return [
+            (device, InboxRow(seq, send.id, sender, at, send.body, shared=True))
+            for device, seq in zip(delivered, seqs, strict=True)
+        ]
+    # delivered_to keeps the copies' order, less the skipped devices
+    rows: list[tuple[str, InboxRow]] = []
+    for copy in send.copies:
+        n = len(rows)
+        if n < len(delivered) and copy.device == delivered[n]:
+            rows.append(
+                (copy.device, InboxRow(seqs[n], send.id, sender, at, copy.body))
+            )
+    return rows
 
 
 class StreamHandler:
@@ -235,14 +345,17 @@ class StreamHandler:
     async def handle(self, ws: WebSocket) -> None:
         await ws.accept()
         session = _Session(self.ctx, ws)
-        subscription = None
+        detach = None
         try:
             device = await session.handshake()
             session.device = device
-            subscription = self.ctx.bus.subscribe(device.device_id, session.on_bus)
+            detach = self.ctx.router.attach(
+                device.device_id, session.deliveries, session.revoke
+            )
+            session.deliveries.pump()  # connected: read the store from the start
             self.ctx.metrics.connected.inc()
             try:
-                await self._serve(session, device)
+                await session.serve(device)
             finally:
                 self.ctx.metrics.connected.dec()
         except (_Closed, WebSocketDisconnect):
@@ -253,33 +366,18 @@ class StreamHandler:
             log.exception("stream handler failed")
             await self._fail(session, _E.INTERNAL, "internal error")
         finally:
-            if subscription is not None:
-                subscription.cancel()
-            # Sends already received finish committing even though the device went away:
-            # it will resend them with the same ids and the store answers "duplicate".
-            if session.tasks:
-                await asyncio.gather(*session.tasks, return_exceptions=True)
-
-    async def _serve(self, session: _Session, device: DeviceRow) -> None:
-        reader = asyncio.create_task(session.read_loop(device))
-        deliverer = asyncio.create_task(session.deliver_loop(device))
-        done, pending = await asyncio.wait(
-            {reader, deliverer}, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for task in done:
-            task.result()  # re-raise what ended the connection
+            if detach is not None:
+                detach()
+            await session.settle()
 
     async def _fail(self, session: _Session, code: str, detail: str) -> None:
         device = session.device.device_id if session.device else "unauthenticated"
         log.info("closing stream of %s: %s", device, code)
+        session.deliveries.close()
         with contextlib.suppress(Exception):
             session.conn.close()
-            await session.ws.send_bytes(
+            # through the writer, behind the frames it may still hold
+            session.writer.send(
                 proto.encode_frame(proto.Error(code=code, detail=detail))
             )
         with contextlib.suppress(Exception):

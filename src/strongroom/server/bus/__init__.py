@@ -1,8 +1,10 @@
 """Wake-ups between the parts of the server that store envelopes and those that deliver them.
 
 A ``Bus`` carries no message content, only "device X has something new" (``deliver``) and
-"device X was revoked" (``revoked``).  Delivery always reads the store, so a lost wake-up
-delays a message until the next one or the device's next connection; it never loses it.
+"device X was revoked" (``revoked``).  A stream that hears ``deliver`` reads the store, so a
+lost wake-up delays a message until the next one or the device's next connection; it never
+loses it.  Envelopes committed on this node reach this node's streams without the bus
+(``server._router``), which then wakes only the other nodes (``here=False``).
 
 Two implementations: ``LocalBus`` (one process, the default) and ``NatsBus`` (several
 server nodes sharing a NATS server or cluster).
@@ -18,7 +20,15 @@ from strongroom.errors import ConfigError
 from ._local import BusEvent, Listener, LocalBus
 from ._nats import NatsBus
 
-__all__ = ["Bus", "BusEvent", "Listener", "LocalBus", "NatsBus", "bus_from_url"]
+__all__ = [
+    "Bus",
+    "BusEvent",
+    "Listener",
+    "LocalBus",
+    "NatsBus",
+    "Subscription",
+    "bus_from_url",
+]
 
 
 class Subscription(Protocol):
@@ -37,7 +47,11 @@ class Bus(Protocol):
     def subscribe(self, device_id: str, listener: Listener) -> Subscription:
         """Call ``listener`` (on the event loop, without blocking) for the device's events."""
 
-    async def publish(self, event: BusEvent, device_ids: Iterable[str]) -> None: ...
+    async def publish(
+        self, event: BusEvent, device_ids: Iterable[str], *, here: bool = True
+    ) -> None:
+        """Tell every node's listeners of these devices; with ``here=False``, only the
+        other nodes' (the caller has told this node's streams itself)."""
 
 
 def bus_from_url(url: str, namespace: str) -> Bus:

@@ -42,9 +42,12 @@ class LocalBus:
         self._listeners.setdefault(device_id, set()).add(listener)
         return _LocalSubscription(self, device_id, listener)
 
-    async def publish(self, event: BusEvent, device_ids: Iterable[str]) -> None:
-        for device_id in device_ids:
-            self.dispatch(event, device_id)
+    async def publish(
+        self, event: BusEvent, device_ids: Iterable[str], *, here: bool = True
+    ) -> None:
+        if here:  # there is no other node
+            for device_id in device_ids:
+                self.dispatch(event, device_id)
 
     # --- for buses that carry events between nodes ---------------------------------------
 

@@ -6,8 +6,9 @@ Rules:
    device is open on it, and unsubscribes when the last one closes.  ``<org>`` is the
    authority key's fingerprint, so organisations sharing a NATS cluster never see each
    other's wake-ups.
-2. An event reaches local listeners at once, without a round trip through NATS; the copy
-   that comes back from NATS carries this node's id and is ignored.
+2. An event reaches local listeners at once, without a round trip through NATS (unless the
+   publisher says ``here=False``: it told them itself); the copy that comes back from NATS
+   carries this node's id and is ignored.
 3. NATS may lose a wake-up (it is at-most-once, and the connection can drop).  That delays,
    never loses, a message: delivery always reads the store, and when the connection comes
    back every local listener is woken to read its inbox again.
@@ -203,9 +204,11 @@ class NatsBus:
 
     # --- publishing ---------------------------------------------------------------------
 
-    async def publish(self, event: BusEvent, device_ids: Iterable[str]) -> None:
+    async def publish(
+        self, event: BusEvent, device_ids: Iterable[str], *, here: bool = True
+    ) -> None:
         ids = list(device_ids)
-        await self._local.publish(event, ids)
+        await self._local.publish(event, ids, here=here)
         nc = self._nc
         if nc is None or not nc.is_connected:
             return  # at-most-once: the devices' next connection reads the store

@@ -20,6 +20,7 @@ from ._protocol import Store
 from ._rows import (
     AcceptResult,
     ActivationRow,
+    BlobRow,
     CodeRow,
     DeviceRow,
     GroupChangeRow,
@@ -33,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AcceptResult",
     "ActivationRow",
+    "BlobRow",
     "CodeRow",
     "DeviceRow",
     "GroupChangeRow",

@@ -109,6 +109,32 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (group_id, seq)
         )""",
     ],
+    # 3: attachments.  The server keeps only a blob's metadata (its bytes are files in the
+    # blob directory): who uploads it, how big it will be, how much has arrived.
+    # blob_refs ties a blob to the messages that name it, so it lives while any inbox row
+    # of such a message waits.  touched_at is the last upload progress, completion or
+    # reference; orphaned_at is when pruning first found no inbox row waiting for it
+    # (cleared when a send names it again).  Collection counts its grace from both.
+    [
+        """CREATE TABLE blobs (
+            blob_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            received BIGINT NOT NULL DEFAULT 0,
+            complete INTEGER NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            completed_at BIGINT,
+            touched_at BIGINT NOT NULL,
+            orphaned_at BIGINT
+        )""",
+        "CREATE INDEX blobs_collect ON blobs(complete, touched_at)",
+        """CREATE TABLE blob_refs (
+            blob_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            envelope_id {blob} NOT NULL,
+            PRIMARY KEY (blob_id, sender, envelope_id)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

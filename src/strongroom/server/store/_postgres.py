@@ -2,11 +2,11 @@
 
 Rules (how this backend keeps the ``Store`` rules):
 
-1. ``accept`` and ``ack``, the hot path, are group-committed: callers queue their writes
-   and one task per store runs everything waiting in one transaction, each caller's work
-   inside its own SAVEPOINT, so one caller's failure rolls back only that caller.  A
-   caller's future resolves only after COMMIT returned.  Other writes go straight through
-   the pool, one transaction each.
+1. ``accept`` and ``ack``, the hot path, are group-committed (``_pg_batch``): callers
+   queue their writes and one task per store runs everything waiting in one transaction,
+   in two statements when all goes well; one caller's failure rolls back only that
+   caller.  A caller's future resolves only after COMMIT returned.  Other writes go
+   straight through the pool, one transaction each.
 2. Sequence numbers come from ``devices.next_seq`` (``UPDATE ... RETURNING``).  The row
    lock that update takes is held until COMMIT, so a device's writers, on any node, take
    turns: seqs are gap-free and in commit order.  A rolled-back SAVEPOINT or batch undoes
@@ -17,7 +17,7 @@ Rules (how this backend keeps the ``Store`` rules):
    (``revoke_device``, ``touch_device``) and so cannot close a cycle with them.
 4. Migrations run under a transaction-scoped advisory lock, one transaction per version,
    so nodes that start together migrate once and never see half a schema.
-5. asyncpg and socket exceptions are mapped here: integrity violations ->
+5. asyncpg and socket exceptions are mapped (``_pg_batch.map_error``): integrity violations ->
    ``ConflictError``; a lost or refused connection -> ``StoreError`` saying the database
    is unreachable; the rest -> ``StoreError``.  The pool replaces dead connections by
    itself; a write in flight when its connection died fails and its caller retries
@@ -44,9 +44,14 @@ from strongroom.errors import (
 )
 
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
+from ._pg_batch import DRIVER_ERRORS as _DRIVER_ERRORS
+from ._pg_batch import UNREACHABLE as _UNREACHABLE
+from ._pg_batch import Accept, Ack, Batcher
+from ._pg_batch import map_error as _map_error
 from ._rows import (
     AcceptResult,
     ActivationRow,
+    BlobRow,
     CodeRow,
     DeviceRow,
     GroupChangeRow,
@@ -54,7 +59,15 @@ from ._rows import (
     StoredKey,
     UserRow,
 )
-from ._shared import SEND_ID_RETENTION_MS, SHARED_GRACE_MS, check_group_head
+from ._shared import (
+    BLOB_GRACE_MS,
+    SEND_ID_RETENTION_MS,
+    SHARED_GRACE_MS,
+    UPLOAD_TTL_MS,
+    blob_refused,
+    check_blob_progress,
+    check_group_head,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -64,35 +77,13 @@ Work = Callable[[asyncpg.Connection], Awaitable[T]]
 _POOL_MIN = 2
 _POOL_MAX = 10
 _CONNECT_TIMEOUT_S = 10.0
-_MAX_BATCH = 256
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-# A dead connection or a server that will not talk to us now: retrying later may work.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    OSError,
-    TimeoutError,
-)
-_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    *_UNREACHABLE,
-)
 
 _DEVICE_COLUMNS = (
     "device_id, user_id, name, ed25519, curve25519, certificate, created_at, last_seen,"
     " revoked_at, revocation, client_version"
 )
 _CODE_COLUMNS = "code_id, user_id, password, created_at, expires_at, failures, state"
-
-# Rule 3.  FOR NO KEY UPDATE is the lock the UPDATE of next_seq takes anyway.
-_LOCK_DEVICES = (
-    "SELECT device_id FROM devices WHERE device_id = ANY($1::text[]) "
-    "ORDER BY device_id FOR NO KEY UPDATE"
-)
 
 # One round trip stores every copy: bump each named live device's next_seq by its number
 # of copies, then number its copies from the old value.  Unknown and revoked devices
@@ -109,13 +100,59 @@ WITH copies AS (
 INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body, expires_at)
 SELECT copies.device_id, bump.base + copies.n, $4, $5, $6, copies.body, $7
 FROM copies JOIN bump USING (device_id)
-RETURNING device_id
+RETURNING device_id, seq
 """
 
 _PRUNE_SHARED = (
     "DELETE FROM shared_bodies WHERE at < $1 AND NOT EXISTS (SELECT 1 FROM inbox i "
     "WHERE i.sender = shared_bodies.sender AND i.envelope_id = shared_bodies.envelope_id)"
 )
+
+# Complete blobs no waiting inbox row names, orphaned and untouched for the grace
+# period; and stalled uploads.  Then mark the newly orphaned.  SKIP LOCKED: a blob that
+# a send is naming right now is locked by that send's UPDATE (touched_at, orphaned_at),
+# so pruning passes it by instead of waiting; it never waits on the accept batch, so
+# the two cannot deadlock.  A send that commits first has moved touched_at, which the
+# recheck of the locked row sees; a send that comes second finds the blob gone and is
+# refused.
+_NOBODY_WAITS = """NOT EXISTS (
+    SELECT 1 FROM blob_refs r JOIN inbox i
+    ON i.sender = r.sender AND i.envelope_id = r.envelope_id
+    WHERE r.blob_id = blobs.blob_id)"""
+_PRUNE_BLOBS = f"""
+WITH doomed AS (
+    SELECT blob_id FROM blobs
+    WHERE (complete = 1 AND orphaned_at < $1 AND touched_at < $1 AND {_NOBODY_WAITS})
+    OR (complete = 0 AND touched_at < $2)
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM blobs USING doomed WHERE blobs.blob_id = doomed.blob_id
+RETURNING blobs.blob_id
+"""
+_MARK_ORPHANS = f"""
+UPDATE blobs SET orphaned_at = $1 WHERE blob_id IN (
+    SELECT blob_id FROM blobs
+    WHERE complete = 1 AND orphaned_at IS NULL AND {_NOBODY_WAITS}
+    FOR UPDATE SKIP LOCKED)
+"""
+_BLOB_COLUMNS = (
+    "blob_id, owner, size, received, complete, created_at, completed_at, touched_at,"
+    " orphaned_at"
+)
+
+
+def _blob(row: Any) -> BlobRow:
+    return BlobRow(
+        blob_id=row[0],
+        owner=row[1],
+        size=row[2],
+        received=row[3],
+        complete=bool(row[4]),
+        created_at=row[5],
+        completed_at=row[6],
+        touched_at=row[7],
+        orphaned_at=row[8],
+    )
 
 
 def _device(row: Any) -> DeviceRow:
@@ -144,22 +181,6 @@ def _code(row: Any) -> CodeRow:
         failures=row[5],
         state=row[6],
     )
-
-
-def _map_error(exc: BaseException, where: str) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return ConflictError("that already exists")
-    if isinstance(exc, _UNREACHABLE):
-        return StoreError(
-            f"the database at {where} is unreachable ({type(exc).__name__})"
-        )
-    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
-        return StoreError(f"the database at {where} refused our credentials")
-    if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return StoreError(f"there is no database at {where}")
-    return StoreError(f"database error: {type(exc).__name__}")
 
 
 class _Target:
@@ -192,25 +213,6 @@ class _Target:
         self.lock_key = int.from_bytes(digest[:8], "big", signed=True)
 
 
-class _Write:
-    __slots__ = ("devices", "fn", "future")
-
-    def __init__(
-        self, fn: Work[Any], devices: list[str], future: asyncio.Future[Any]
-    ) -> None:
-        self.fn = fn
-        self.devices = devices
-        self.future = future
-
-    def settle(self, result: Any, error: BaseException | None) -> None:
-        if self.future.done():  # the caller gave up waiting
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(result)
-
-
 class PostgresStore:
     """``Store`` on a PostgreSQL database, in the schema the URL's ``schema=`` names.
 
@@ -220,8 +222,7 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self._target = _Target(url)
         self._pool: Any = None
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
-        self._batcher: asyncio.Task[None] | None = None
+        self._batcher = Batcher(self._target.where)
         self._version = 0
 
     # --- plumbing -----------------------------------------------------------------------
@@ -248,8 +249,7 @@ class PostgresStore:
                 raise _map_error(exc, target.where) from exc
             raise
         self._pool = pool
-        self._queue = asyncio.Queue()
-        self._batcher = asyncio.create_task(self._write_loop(pool))
+        self._batcher.start(pool)
 
     async def _check_schema(self, conn: asyncpg.Connection, migrate: bool) -> int:
         version = await _stored_version(conn)
@@ -289,10 +289,7 @@ class PostgresStore:
         return version
 
     async def close(self) -> None:
-        batcher, self._batcher = self._batcher, None
-        if batcher is not None:
-            self._queue.put_nowait(None)  # after every write already queued
-            await batcher
+        await self._batcher.close()  # after every write already queued
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -301,72 +298,9 @@ class PostgresStore:
                 pool.terminate()
 
     def _live_pool(self) -> Any:
-        if self._pool is None or self._batcher is None:
+        if self._pool is None or not self._batcher.running:
             raise StoreError("the store is not open")
         return self._pool
-
-    async def _write_loop(self, pool: Any) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            await self._run_batch(pool, batch)
-            if stop:
-                return
-
-    async def _run_batch(self, pool: Any, batch: list[_Write]) -> None:
-        batch = [write for write in batch if not write.future.done()]
-        if not batch:
-            return
-        outcomes: list[tuple[_Write, Any, BaseException | None]] = []
-        devices = list({device for write in batch for device in write.devices})
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                if devices:
-                    await conn.execute(_LOCK_DEVICES, devices)
-                if len(batch) == 1:  # the transaction is the savepoint
-                    outcomes.append((batch[0], await batch[0].fn(conn), None))
-                else:
-                    for write in batch:
-                        outcomes.append((write, *await self._savepoint(conn, write)))
-        except Exception as exc:  # the whole batch is lost, and none of it committed
-            failure = (
-                _map_error(exc, self._target.where)
-                if isinstance(exc, (StoreError, *_DRIVER_ERRORS))
-                else StoreError("write failed")
-            )
-            for write in batch:
-                write.settle(None, failure)
-            return
-        for write, result, error in outcomes:
-            write.settle(result, error)
-
-    async def _savepoint(
-        self, conn: asyncpg.Connection, write: _Write
-    ) -> tuple[Any, BaseException | None]:
-        try:
-            async with conn.transaction():
-                return await write.fn(conn), None
-        except _UNREACHABLE:
-            raise  # the connection is gone, and the batch with it
-        except (StoreError, asyncpg.PostgresError) as exc:
-            return None, _map_error(exc, self._target.where)
-        except Exception:  # a bug in one write must not fail the others
-            return None, StoreError("write failed")
-
-    async def _batched(self, fn: Work[T], devices: list[str]) -> T:
-        self._live_pool()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(fn, devices, future))
-        return await future
 
     async def _write(self, fn: Work[T]) -> T:
         """One transaction of its own, straight through the pool."""
@@ -659,7 +593,7 @@ class PostgresStore:
 
     # --- envelopes -------------------------------------------------------------------------
 
-    async def accept(
+    def accept(
         self,
         sender: str,
         envelope_id: bytes,
@@ -667,10 +601,11 @@ class PostgresStore:
         at: int,
         *,
         expires_at: int | None = None,
-    ) -> AcceptResult:
-        return await self._accept(sender, envelope_id, copies, at, expires_at, None)
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
+        return self._accept(sender, envelope_id, copies, at, expires_at, None, blobs)
 
-    async def accept_shared(
+    def accept_shared(
         self,
         sender: str,
         envelope_id: bytes,
@@ -679,11 +614,12 @@ class PostgresStore:
         at: int,
         *,
         expires_at: int | None = None,
-    ) -> AcceptResult:
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
         copies: list[tuple[str, bytes | None]] = [(d, None) for d in devices]
-        return await self._accept(sender, envelope_id, copies, at, expires_at, body)
+        return self._accept(sender, envelope_id, copies, at, expires_at, body, blobs)
 
-    async def _accept(
+    def _accept(
         self,
         sender: str,
         envelope_id: bytes,
@@ -691,7 +627,8 @@ class PostgresStore:
         at: int,
         expires_at: int | None,
         shared: bytes | None,
-    ) -> AcceptResult:
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
         devices = [device_id for device_id, _ in copies]
         numbers: list[int] = []  # the copy's place among the copies for its device
         seen: dict[str, int] = {}
@@ -709,19 +646,18 @@ class PostgresStore:
             )
             if fresh is None:
                 return AcceptResult([], [], duplicate=True)
-            stored = {
-                row[0]
-                for row in await c.fetch(
-                    _STORE_COPIES,
-                    devices,
-                    numbers,
-                    [body for _, body in copies],
-                    envelope_id,
-                    sender,
-                    at,
-                    expires_at,
-                )
-            }
+            stored: dict[str, list[int]] = {}
+            for row in await c.fetch(
+                _STORE_COPIES,
+                devices,
+                numbers,
+                [body for _, body in copies],
+                envelope_id,
+                sender,
+                at,
+                expires_at,
+            ):
+                stored.setdefault(row[0], []).append(row[1])
             if shared is not None and stored:
                 await c.execute(
                     "INSERT INTO shared_bodies(sender, envelope_id, at, body) "
@@ -731,12 +667,24 @@ class PostgresStore:
                     at,
                     shared,
                 )
+            if blobs:
+                await _ref_blobs(c, sender, envelope_id, blobs, at)
+            for seqs in stored.values():
+                seqs.sort(reverse=True)  # a device's copies are numbered in order
             return AcceptResult(
                 [d for d in devices if d in stored],
                 [d for d in devices if d not in stored],
+                seqs=[stored[d].pop() for d in devices if d in stored],
             )
 
-        return await self._batched(fn, devices)
+        # Sends naming attachments take the careful path: their function alone.
+        fast = (
+            None
+            if blobs
+            else Accept(sender, envelope_id, copies, at, expires_at, shared)
+        )
+        self._live_pool()
+        return self._batcher.submit(fn, devices, fast)
 
     async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
         async def fn(c: asyncpg.Connection) -> list[InboxRow]:
@@ -767,13 +715,14 @@ class PostgresStore:
 
         return await self._read(fn)
 
-    async def ack(self, device_id: str, upto: int) -> None:
+    def ack(self, device_id: str, upto: int) -> asyncio.Future[None]:
         async def fn(c: asyncpg.Connection) -> None:
             await c.execute(
                 "DELETE FROM inbox WHERE device_id=$1 AND seq<=$2", device_id, upto
             )
 
-        await self._batched(fn, [device_id])
+        self._live_pool()
+        return self._batcher.submit(fn, [device_id], Ack(device_id, upto))
 
     async def inbox_depth(self) -> int:
         async def fn(c: asyncpg.Connection) -> int:
@@ -781,8 +730,14 @@ class PostgresStore:
 
         return await self._read(fn)
 
-    async def prune(self, now: int) -> None:
-        async def fn(c: asyncpg.Connection) -> None:
+    async def prune(
+        self,
+        now: int,
+        *,
+        blob_grace_ms: int = BLOB_GRACE_MS,
+        upload_ttl_ms: int = UPLOAD_TTL_MS,
+    ) -> list[str]:
+        async def fn(c: asyncpg.Connection) -> list[str]:
             await c.execute(
                 "DELETE FROM activation_sessions WHERE expires_at < $1", now
             )
@@ -791,8 +746,67 @@ class PostgresStore:
             )
             await c.execute("DELETE FROM inbox WHERE expires_at < $1", now)
             await c.execute(_PRUNE_SHARED, now - SHARED_GRACE_MS)
+            rows = await c.fetch(_PRUNE_BLOBS, now - blob_grace_ms, now - upload_ttl_ms)
+            removed = [str(r[0]) for r in rows]
+            if removed:
+                await c.execute(
+                    "DELETE FROM blob_refs WHERE blob_id = ANY($1::text[])", removed
+                )
+            await c.execute(_MARK_ORPHANS, now)
+            return removed
 
-        await self._write(fn)
+        return await self._write(fn)
+
+    # --- attachments -------------------------------------------------------------------
+
+    async def create_blob(
+        self, blob_id: str, owner: str, size: int, at: int
+    ) -> BlobRow:
+        async def fn(c: asyncpg.Connection) -> BlobRow:
+            await c.execute(
+                "INSERT INTO blobs(blob_id, owner, size, created_at, touched_at) "
+                "VALUES ($1, $2, $3, $4, $4)",
+                blob_id,
+                owner,
+                size,
+                at,
+            )
+            return BlobRow(blob_id, owner, size, 0, False, at, None, at)
+
+        return await self._statement(fn)
+
+    async def get_blob(self, blob_id: str) -> BlobRow | None:
+        async def fn(c: asyncpg.Connection) -> BlobRow | None:
+            row = await c.fetchrow(
+                f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE blob_id=$1", blob_id
+            )
+            return None if row is None else _blob(row)
+
+        return await self._read(fn)
+
+    async def blob_progress(
+        self, blob_id: str, offset: int, length: int, at: int
+    ) -> BlobRow:
+        async def fn(c: asyncpg.Connection) -> BlobRow:
+            row = await c.fetchrow(
+                "SELECT size, received, complete FROM blobs WHERE blob_id=$1 "
+                "FOR UPDATE",
+                blob_id,
+            )
+            check_blob_progress(blob_id, offset, length, row)
+            complete = offset + length == row[0]
+            updated = await c.fetchrow(
+                "UPDATE blobs SET received=$1, complete=$2, completed_at=$3, "
+                f"touched_at=$4 WHERE blob_id=$5 RETURNING {_BLOB_COLUMNS}",
+                offset + length,
+                int(complete),
+                at if complete else None,
+                at,
+                blob_id,
+            )
+            return _blob(updated)
+
+        return await self._write(fn)
 
     # --- groups ----------------------------------------------------------------------------
 
@@ -861,6 +875,40 @@ def _refuse_newer(version: int) -> None:
             f"the database has schema version {version}, but this build knows only up to "
             f"{SCHEMA_VERSION}: run a newer Strongroom"
         )
+
+
+async def _ref_blobs(
+    c: asyncpg.Connection,
+    sender: str,
+    envelope_id: bytes,
+    blobs: Sequence[str],
+    at: int,
+) -> None:
+    """Tie the named blobs to this send; each must be a complete upload of the sender.
+
+    The UPDATE locks each blob's row until COMMIT (see ``_PRUNE_BLOBS``), in id order
+    like the device rows of rule 3.
+    """
+    wanted = sorted(set(blobs))
+    rows = await c.fetch(
+        "UPDATE blobs SET touched_at=$1, orphaned_at=NULL "
+        "WHERE blob_id = ANY($2::text[]) "
+        "AND owner=$3 AND complete=1 RETURNING blob_id",
+        at,
+        wanted,
+        sender,
+    )
+    touched = {str(r[0]) for r in rows}
+    for blob_id in wanted:
+        if blob_id not in touched:
+            raise blob_refused(blob_id)
+    await c.execute(
+        "INSERT INTO blob_refs(blob_id, sender, envelope_id) "
+        "SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
+        wanted,
+        sender,
+        envelope_id,
+    )
 
 
 async def _insert_keys(

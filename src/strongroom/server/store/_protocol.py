@@ -3,7 +3,10 @@
 Rules:
 
 1. Every method is atomic: it commits or changes nothing.  A method that returns has
-   committed durably (the server acknowledges sends on that basis).
+   committed durably (the server acknowledges sends on that basis).  The hot path's
+   writes (``accept``, ``accept_shared``, ``ack``) are queued when called and return a
+   future that resolves once committed, so that a caller can attach a callback instead
+   of running a task per write; ``await`` them like the others.
 2. Writes may be batched into one transaction with other callers' writes (group commit), but
    one caller's failure never fails another's.
 3. Per-device sequence numbers start at 1 and increase by exactly one per stored envelope,
@@ -16,11 +19,14 @@ The conformance suite in ``tests/server/test_store.py`` is the executable form o
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from ._rows import (
     AcceptResult,
     ActivationRow,
+    BlobRow,
     CodeRow,
     DeviceRow,
     GroupChangeRow,
@@ -28,6 +34,7 @@ from ._rows import (
     StoredKey,
     UserRow,
 )
+from ._shared import BLOB_GRACE_MS, UPLOAD_TTL_MS
 
 __all__ = ["Store"]
 
@@ -108,7 +115,7 @@ class Store(Protocol):
     async def count_keys(self, device_id: str) -> int: ...
 
     # envelopes --------------------------------------------------------------------------
-    async def accept(
+    def accept(
         self,
         sender: str,
         envelope_id: bytes,
@@ -116,15 +123,22 @@ class Store(Protocol):
         at: int,
         *,
         expires_at: int | None = None,
-    ) -> AcceptResult:
-        """Store one copy in each named device's inbox, durably.
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
+        """Store one copy in each named device's inbox, durably (rule 1: a future).
+
+        Raises ``StoreError`` at once if the store is not open.
 
         Copies for unknown or revoked devices are skipped (and named).  Idempotent per
         (sender, envelope_id): a repeat stores nothing and says ``duplicate``.  Copies
         not fetched and acknowledged by ``expires_at`` are dropped by ``prune``.
+
+        ``blobs`` are the attachments the message names: each must be a complete upload
+        of ``sender``, else the whole send is refused with ``ConflictError`` naming it
+        and nothing is stored.  They are kept while any copy of the message waits.
         """
 
-    async def accept_shared(
+    def accept_shared(
         self,
         sender: str,
         envelope_id: bytes,
@@ -133,7 +147,8 @@ class Store(Protocol):
         at: int,
         *,
         expires_at: int | None = None,
-    ) -> AcceptResult:
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
         """Like ``accept`` with the same body for every device, which is stored once.
 
         Each device's inbox refers to the one body; ``fetch`` returns it in each row.
@@ -144,15 +159,51 @@ class Store(Protocol):
 
     async def pending(self, device_id: str) -> int: ...
 
-    async def ack(self, device_id: str, upto: int) -> None:
-        """Delete the device's envelopes with seq <= ``upto``."""
+    def ack(self, device_id: str, upto: int) -> asyncio.Future[None]:
+        """Delete the device's envelopes with seq <= ``upto`` (rule 1: a future)."""
 
     async def inbox_depth(self) -> int:
         """Envelopes waiting in all inboxes together (for ``/metrics``)."""
 
-    async def prune(self, now: int) -> None:
+    async def prune(
+        self,
+        now: int,
+        *,
+        blob_grace_ms: int = BLOB_GRACE_MS,
+        upload_ttl_ms: int = UPLOAD_TTL_MS,
+    ) -> list[str]:
         """Forget expired activation sessions, old send ids and expired envelopes, and
-        shared bodies no inbox refers to any more."""
+        shared bodies no inbox refers to any more.
+
+        Also forget complete blobs that no waiting inbox row has referred to for
+        ``blob_grace_ms`` (counted from the prune that first found none: the grace
+        starts when the last copy was acknowledged or expired, so a recipient has that
+        long to fetch the file) and that no send has named for as long, and uploads
+        that made no progress for ``upload_ttl_ms``.  Returns the ids of the blobs
+        forgotten: their files are the caller's to delete.
+        """
+
+    # attachments ----------------------------------------------------------------------------
+    async def create_blob(
+        self, blob_id: str, owner: str, size: int, at: int
+    ) -> BlobRow:
+        """Start an upload of ``size`` bytes by device ``owner``.
+
+        Raises ``ConflictError`` if the id is taken.
+        """
+
+    async def get_blob(self, blob_id: str) -> BlobRow | None: ...
+
+    async def blob_progress(
+        self, blob_id: str, offset: int, length: int, at: int
+    ) -> BlobRow:
+        """Record that ``length`` more bytes at ``offset`` are durably in the blob's file.
+
+        Compare-and-set on the bytes received: raises ``ConflictError`` unless ``offset``
+        is exactly what was received so far, the blob is not complete and the bytes stay
+        within its size; ``NotFoundError`` if there is no such blob.  The blob becomes
+        ``complete`` when it reaches its size.
+        """
 
     # groups ------------------------------------------------------------------------------
     async def append_group_change(

@@ -7,6 +7,7 @@ import msgspec
 __all__ = [
     "AcceptResult",
     "ActivationRow",
+    "BlobRow",
     "CodeRow",
     "DeviceRow",
     "GroupChangeRow",
@@ -79,11 +80,16 @@ class InboxRow(msgspec.Struct, frozen=True):
 
 
 class AcceptResult(msgspec.Struct, frozen=True):
-    """``duplicate``: this sender used this envelope id before; nothing new was stored."""
+    """``duplicate``: this sender used this envelope id before; nothing new was stored.
+
+    ``seqs``: the seq each copy in ``delivered_to`` got, in the same order, so that the
+    server can hand the committed rows to connected devices without reading them back.
+    """
 
     delivered_to: list[str]
     skipped: list[str]
     duplicate: bool = False
+    seqs: list[int] = []
 
 
 class GroupChangeRow(msgspec.Struct, frozen=True):
@@ -93,3 +99,24 @@ class GroupChangeRow(msgspec.Struct, frozen=True):
     entry: bytes
     hash: bytes
     at: int
+
+
+class BlobRow(msgspec.Struct, frozen=True):
+    """An attachment's ciphertext as the server tracks it; the bytes live in files.
+
+    ``size`` is what the owner declared; ``received`` how much has been stored so far;
+    ``complete`` once the two are equal (then it never changes again).  ``touched_at``:
+    the last progress, completion or send naming it; ``orphaned_at``: since when no
+    inbox row waits for a message naming it, as pruning found (None: something waits,
+    or pruning has not looked yet).
+    """
+
+    blob_id: str
+    owner: str
+    size: int
+    received: int
+    complete: bool
+    created_at: int
+    completed_at: int | None
+    touched_at: int
+    orphaned_at: int | None = None

@@ -2,24 +2,22 @@
 
 Rules (how this backend keeps the ``Store`` rules):
 
-1. One writer thread owns the write connection.  Writes from every caller queue up and the
-   writer runs all that are waiting in one transaction (group commit): one fsync
-   (``synchronous=FULL``) for the whole batch.  Each write runs inside its own SAVEPOINT, so
-   one caller's failure rolls back only that caller's work.  A caller's future resolves
-   only after COMMIT returned.
+1. One writer thread owns the write connection and commits every write waiting in one
+   transaction (group commit); one caller's failure rolls back only that caller's work,
+   and a caller's future resolves only after COMMIT returned (``_sqlite_writer``).
+   Sequence numbers are counted there, in memory, and written back in the same
+   transaction.
 2. Reads run on a second thread with its own connection; WAL lets them proceed while the
    writer commits, and they see only committed data.
-3. ``sqlite3`` exceptions are mapped here: IntegrityError -> ``ConflictError``, the rest ->
-   ``StoreError``.  Nothing above this module knows it is talking to SQLite.
+3. ``sqlite3`` exceptions are mapped here and in ``_sqlite_writer``: IntegrityError ->
+   ``ConflictError``, the rest -> ``StoreError``.  Nothing above this module knows it is
+   talking to SQLite.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +29,7 @@ from ._migrations import MIGRATIONS, SCHEMA_VERSION
 from ._rows import (
     AcceptResult,
     ActivationRow,
+    BlobRow,
     CodeRow,
     DeviceRow,
     GroupChangeRow,
@@ -38,15 +37,44 @@ from ._rows import (
     StoredKey,
     UserRow,
 )
-from ._shared import SEND_ID_RETENTION_MS, SHARED_GRACE_MS, check_group_head
+from ._shared import (
+    BLOB_GRACE_MS,
+    SEND_ID_RETENTION_MS,
+    SHARED_GRACE_MS,
+    UPLOAD_TTL_MS,
+    blob_refused,
+    check_blob_progress,
+    check_group_head,
+)
+from ._sqlite_writer import Seqs, Writer, map_error
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
-_MAX_BATCH = 512
 _PRUNE_SHARED = (
     "DELETE FROM shared_bodies WHERE at < ? AND NOT EXISTS (SELECT 1 FROM inbox i "
     "WHERE i.sender = shared_bodies.sender AND i.envelope_id = shared_bodies.envelope_id)"
+)
+
+# Complete blobs no waiting inbox row names, orphaned and untouched for the grace
+# period; and uploads that stalled.  Then mark the newly orphaned.  Runs after expired
+# inbox rows are gone, in the same transaction.
+_NOBODY_WAITS = (
+    "NOT EXISTS (SELECT 1 FROM blob_refs r JOIN inbox i "
+    "ON i.sender = r.sender AND i.envelope_id = r.envelope_id "
+    "WHERE r.blob_id = blobs.blob_id)"
+)
+_PRUNE_BLOBS = (
+    "DELETE FROM blobs WHERE (complete = 1 AND orphaned_at < ? AND touched_at < ? "
+    f"AND {_NOBODY_WAITS}) OR (complete = 0 AND touched_at < ?) RETURNING blob_id"
+)
+_MARK_ORPHANS = (
+    "UPDATE blobs SET orphaned_at = ? "
+    f"WHERE complete = 1 AND orphaned_at IS NULL AND {_NOBODY_WAITS}"
+)
+_BLOB_COLUMNS = (
+    "blob_id, owner, size, received, complete, created_at, completed_at, touched_at,"
+    " orphaned_at"
 )
 
 _DEVICE_COLUMNS = (
@@ -86,43 +114,13 @@ def _code(row: tuple[Any, ...]) -> CodeRow:
 _CODE_COLUMNS = "code_id, user_id, password, created_at, expires_at, failures, state"
 
 
-class _Write:
-    __slots__ = ("fn", "future", "loop")
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.fn = fn
-        self.future = future
-        self.loop = loop
-
-
-def _resolve(batch: list[tuple[_Write, Any, BaseException | None]]) -> None:
-    for write, result, error in batch:
-        if write.future.done():
-            continue
-        if error is not None:
-            write.future.set_exception(error)
-        else:
-            write.future.set_result(result)
-
-
-def _map_error(exc: sqlite3.Error) -> StoreError:
-    if isinstance(exc, sqlite3.IntegrityError):
-        return ConflictError("that already exists")
-    return StoreError(f"database error: {type(exc).__name__}")
-
-
 class SqliteStore:
     """``Store`` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer: Writer | None = None
+        self._seqs = Seqs()
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._version = 0
@@ -150,11 +148,9 @@ class SqliteStore:
                 max_workers=1, thread_name_prefix="sqlite-read"
             )
         except sqlite3.Error as exc:
-            raise _map_error(exc) from exc
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(conn,), name="sqlite-write", daemon=True
-        )
-        self._writer.start()
+            raise map_error(exc) from exc
+        self._seqs = Seqs()
+        self._writer = Writer(conn, self._seqs)
 
     def _check_schema(self, conn: sqlite3.Connection, migrate: bool) -> int:
         conn.execute(
@@ -188,9 +184,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._queue.put(None)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+            writer, self._writer = self._writer, None
+            await writer.close()
         if self._reader is not None and self._read_conn is not None:
             conn = self._read_conn
             await asyncio.get_running_loop().run_in_executor(self._reader, conn.close)
@@ -198,70 +193,13 @@ class SqliteStore:
         self._read_conn = None
         self._reader = None
 
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run_batch(conn, batch)
-        conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
-        results: list[tuple[_Write, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for write in batch:
-                conn.execute("SAVEPOINT w")
-                try:
-                    result = write.fn(conn)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO w")
-                    results.append((write, None, _map_error(exc)))
-                except Exception as exc:  # a bug in one write must not stop the writer
-                    conn.execute("ROLLBACK TO w")
-                    failure = (
-                        exc
-                        if isinstance(exc, StoreError)
-                        else StoreError("write failed")
-                    )
-                    results.append((write, None, failure))
-                else:
-                    results.append((write, result, None))
-                conn.execute("RELEASE w")
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = _map_error(exc)
-            results = [(write, None, failure) for write in batch]
-        by_loop: dict[
-            asyncio.AbstractEventLoop, list[tuple[_Write, Any, BaseException | None]]
-        ]
-        by_loop = {}
-        for item in results:
-            by_loop.setdefault(item[0].loop, []).append(item)
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_resolve, items)
-
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(fn)
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         if self._writer is None:
             raise StoreError("the store is not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Write(fn, future, loop))
-        return await future
+        return self._writer.submit(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._read_conn
@@ -273,7 +211,7 @@ class SqliteStore:
             try:
                 return fn(conn)
             except sqlite3.Error as exc:
-                raise _map_error(exc) from exc
+                raise map_error(exc) from exc
 
         return await asyncio.get_running_loop().run_in_executor(reader, run)
 
@@ -458,6 +396,8 @@ class SqliteStore:
     async def revoke_device(
         self, device_id: str, revocation: bytes, at: int
     ) -> DeviceRow:
+        seqs = self._seqs
+
         def fn(c: sqlite3.Connection) -> DeviceRow:
             c.execute(
                 "UPDATE devices SET revoked_at=?, revocation=? "
@@ -466,6 +406,7 @@ class SqliteStore:
             )
             c.execute("DELETE FROM one_time_keys WHERE device_id=?", (device_id,))
             c.execute("DELETE FROM inbox WHERE device_id=?", (device_id,))
+            seqs.forget(device_id)  # revoked: no more copies
             row = c.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id=?", (device_id,)
             ).fetchone()
@@ -518,7 +459,7 @@ class SqliteStore:
 
     # --- envelopes -------------------------------------------------------------------------
 
-    async def accept(
+    def accept(
         self,
         sender: str,
         envelope_id: bytes,
@@ -526,13 +467,19 @@ class SqliteStore:
         at: int,
         *,
         expires_at: int | None = None,
-    ) -> AcceptResult:
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
+        seqs = self._seqs
+
         def fn(c: sqlite3.Connection) -> AcceptResult:
-            return _store_copies(c, sender, envelope_id, copies, at, expires_at)
+            result = _store_copies(c, seqs, sender, envelope_id, copies, at, expires_at)
+            if blobs and not result.duplicate:
+                _ref_blobs(c, sender, envelope_id, blobs, at)
+            return result
 
-        return await self._write(fn)
+        return self._submit(fn)
 
-    async def accept_shared(
+    def accept_shared(
         self,
         sender: str,
         envelope_id: bytes,
@@ -541,11 +488,15 @@ class SqliteStore:
         at: int,
         *,
         expires_at: int | None = None,
-    ) -> AcceptResult:
+        blobs: Sequence[str] = (),
+    ) -> asyncio.Future[AcceptResult]:
         copies: list[tuple[str, bytes | None]] = [(d, None) for d in devices]
+        seqs = self._seqs
 
         def fn(c: sqlite3.Connection) -> AcceptResult:
-            result = _store_copies(c, sender, envelope_id, copies, at, expires_at)
+            result = _store_copies(c, seqs, sender, envelope_id, copies, at, expires_at)
+            if blobs and not result.duplicate:
+                _ref_blobs(c, sender, envelope_id, blobs, at)
             if result.delivered_to:
                 c.execute(
                     "INSERT INTO shared_bodies(sender, envelope_id, at, body) "
@@ -554,7 +505,7 @@ class SqliteStore:
                 )
             return result
 
-        return await self._write(fn)
+        return self._submit(fn)
 
     async def fetch(self, device_id: str, after: int, limit: int) -> list[InboxRow]:
         def fn(c: sqlite3.Connection) -> list[InboxRow]:
@@ -583,13 +534,13 @@ class SqliteStore:
 
         return await self._read(fn)
 
-    async def ack(self, device_id: str, upto: int) -> None:
+    def ack(self, device_id: str, upto: int) -> asyncio.Future[None]:
         def fn(c: sqlite3.Connection) -> None:
             c.execute(
                 "DELETE FROM inbox WHERE device_id=? AND seq<=?", (device_id, upto)
             )
 
-        await self._write(fn)
+        return self._submit(fn)
 
     async def inbox_depth(self) -> int:
         def fn(c: sqlite3.Connection) -> int:
@@ -597,14 +548,71 @@ class SqliteStore:
 
         return await self._read(fn)
 
-    async def prune(self, now: int) -> None:
-        def fn(c: sqlite3.Connection) -> None:
+    async def prune(
+        self,
+        now: int,
+        *,
+        blob_grace_ms: int = BLOB_GRACE_MS,
+        upload_ttl_ms: int = UPLOAD_TTL_MS,
+    ) -> list[str]:
+        def fn(c: sqlite3.Connection) -> list[str]:
             c.execute("DELETE FROM activation_sessions WHERE expires_at < ?", (now,))
             c.execute("DELETE FROM sends WHERE at < ?", (now - SEND_ID_RETENTION_MS,))
             c.execute("DELETE FROM inbox WHERE expires_at < ?", (now,))
             c.execute(_PRUNE_SHARED, (now - SHARED_GRACE_MS,))
+            grace, stalled = now - blob_grace_ms, now - upload_ttl_ms
+            rows = c.execute(_PRUNE_BLOBS, (grace, grace, stalled)).fetchall()
+            removed = [str(r[0]) for r in rows]
+            c.executemany(
+                "DELETE FROM blob_refs WHERE blob_id=?", [(b,) for b in removed]
+            )
+            c.execute(_MARK_ORPHANS, (now,))
+            return removed
 
-        await self._write(fn)
+        return await self._write(fn)
+
+    # --- attachments -------------------------------------------------------------------
+
+    async def create_blob(
+        self, blob_id: str, owner: str, size: int, at: int
+    ) -> BlobRow:
+        def fn(c: sqlite3.Connection) -> BlobRow:
+            c.execute(
+                "INSERT INTO blobs(blob_id, owner, size, created_at, touched_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (blob_id, owner, size, at, at),
+            )
+            return BlobRow(blob_id, owner, size, 0, False, at, None, at)
+
+        return await self._write(fn)
+
+    async def get_blob(self, blob_id: str) -> BlobRow | None:
+        def fn(c: sqlite3.Connection) -> BlobRow | None:
+            row = c.execute(
+                f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE blob_id=?", (blob_id,)
+            ).fetchone()
+            return None if row is None else _blob(row)
+
+        return await self._read(fn)
+
+    async def blob_progress(
+        self, blob_id: str, offset: int, length: int, at: int
+    ) -> BlobRow:
+        def fn(c: sqlite3.Connection) -> BlobRow:
+            row = c.execute(
+                "SELECT size, received, complete FROM blobs WHERE blob_id=?",
+                (blob_id,),
+            ).fetchone()
+            check_blob_progress(blob_id, offset, length, row)
+            complete = offset + length == row[0]
+            updated = c.execute(
+                "UPDATE blobs SET received=?, complete=?, completed_at=?, touched_at=? "
+                f"WHERE blob_id=? RETURNING {_BLOB_COLUMNS}",
+                (offset + length, int(complete), at if complete else None, at, blob_id),
+            ).fetchone()
+            return _blob(updated)
+
+        return await self._write(fn)
 
     # --- groups ----------------------------------------------------------------------------
 
@@ -642,6 +650,7 @@ class SqliteStore:
 
 def _store_copies(
     c: sqlite3.Connection,
+    seqs: Seqs,
     sender: str,
     envelope_id: bytes,
     copies: Sequence[tuple[str, bytes | None]],
@@ -660,22 +669,55 @@ def _store_copies(
     skipped: list[str] = []
     rows: list[tuple[str, int, bytes, str, int, bytes | None, int | None]] = []
     for device_id, body in copies:
-        seq = c.execute(
-            "UPDATE devices SET next_seq = next_seq + 1 "
-            "WHERE device_id=? AND revoked_at IS NULL RETURNING next_seq",
-            (device_id,),
-        ).fetchone()
+        seq = seqs.take(c, device_id)
         if seq is None:
             skipped.append(device_id)
             continue
         delivered.append(device_id)
-        rows.append((device_id, seq[0], envelope_id, sender, at, body, expires_at))
+        rows.append((device_id, seq, envelope_id, sender, at, body, expires_at))
     c.executemany(
         "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body, expires_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
-    return AcceptResult(delivered, skipped)
+    return AcceptResult(delivered, skipped, seqs=[row[1] for row in rows])
+
+
+def _ref_blobs(
+    c: sqlite3.Connection,
+    sender: str,
+    envelope_id: bytes,
+    blobs: Sequence[str],
+    at: int,
+) -> None:
+    """Tie the named blobs to this send; each must be a complete upload of the sender."""
+    for blob_id in dict.fromkeys(blobs):
+        touched = c.execute(
+            "UPDATE blobs SET touched_at=?, orphaned_at=NULL "
+            "WHERE blob_id=? AND owner=? AND complete=1",
+            (at, blob_id, sender),
+        )
+        if touched.rowcount != 1:
+            raise blob_refused(blob_id)
+        c.execute(
+            "INSERT INTO blob_refs(blob_id, sender, envelope_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (blob_id, sender, envelope_id),
+        )
+
+
+def _blob(row: tuple[Any, ...]) -> BlobRow:
+    return BlobRow(
+        blob_id=row[0],
+        owner=row[1],
+        size=row[2],
+        received=row[3],
+        complete=bool(row[4]),
+        created_at=row[5],
+        completed_at=row[6],
+        touched_at=row[7],
+        orphaned_at=row[8],
+    )
 
 
 def _insert_keys(c: sqlite3.Connection, device_id: str, keys: list[StoredKey]) -> None:
