@@ -161,6 +161,33 @@ def test_messages_cross_nodes_live_and_in_order(cluster: Cluster) -> None:
     assert at_laptop == texts  # alice's own other device, on a third node
 
 
+def test_group_messages_cross_nodes(cluster: Cluster) -> None:
+    node0, node1, node2 = (node.url for node in cluster.nodes)
+    alice = cluster.org.activate("alice", "phone", node0)
+    bob = cluster.org.activate("bob", "phone", node1)
+    carol = cluster.org.activate("carol", "phone", node2)
+
+    async def go() -> tuple[list[str], list[str]]:
+        async with client.Client(alice) as c:
+            group = await c.create_group("Across the cluster", ["bob", "carol"])
+        at_bob: list[str] = []
+        at_carol: list[str] = []
+        listening = [
+            asyncio.create_task(listen(bob, at_bob, 3)),
+            asyncio.create_task(listen(carol, at_carol, 3)),
+        ]
+        await asyncio.sleep(0.5)
+        async with client.Client(alice) as c:
+            for i in range(3):
+                await c.send_group_text(group, f"to all {i}")
+        await asyncio.gather(*listening)
+        return at_bob, at_carol
+
+    at_bob, at_carol = arun(go())
+    expected = [f"to all {i}" for i in range(3)]
+    assert at_bob == expected and at_carol == expected
+
+
 def test_a_node_killed_mid_traffic_loses_nothing(cluster: Cluster) -> None:
     node0, node1, node2 = cluster.nodes
     alice = cluster.org.activate("alice", "phone", node0.url)
