@@ -70,6 +70,15 @@ class AuthorityPublicKey:
             raise CertificateError("signed revocation does not decode") from exc
 
 
+    def verify_audit(self, signed: proto.Signed) -> proto.AuditEntry:
+        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
+        self._verify(proto.DOMAIN_AUDIT, signed)
+        try:
+            return proto.decode_audit_entry(signed.body)
+        except RemoteProtocolError as exc:
+            raise CertificateError("signed audit entry does not decode") from exc
+
+
 class AuthorityKey:
     """The private authority key.  Only the server process that owns the data dir holds it."""
 
@@ -112,3 +121,6 @@ class AuthorityKey:
 
     def sign_revocation(self, revocation: proto.Revocation) -> proto.Signed:
         return self._sign(proto.DOMAIN_REVOCATION, proto.encode(revocation))
+
+    def sign_audit(self, entry: proto.AuditEntry) -> proto.Signed:
+        return self._sign(proto.DOMAIN_AUDIT, proto.encode(entry))

@@ -4,6 +4,14 @@ Pure values in, values out: nothing here does I/O, and nothing here imports the 
 Strongroom (except the shared ``strongroom.errors``).
 """
 
+from ._audit import (
+    AUDIT_GENESIS,
+    DOMAIN_AUDIT,
+    AuditEntry,
+    audit_hash,
+    audit_signing_input,
+    decode_audit_entry,
+)
 from ._blobs import (
     BLOB_ID_RE,
     MAX_BLOB_PIECE,
@@ -147,8 +155,10 @@ from ._verification import (
 )
 
 __all__ = [
+    "AUDIT_GENESIS",
     "BLOB_ID_RE",
     "DECODE_ERRORS",
+    "DOMAIN_AUDIT",
     "DOMAIN_CERTIFICATE",
     "DOMAIN_GROUP_CHANGE",
     "DOMAIN_HELLO",
@@ -182,6 +192,7 @@ __all__ = [
     "ActivationRegistration",
     "ActivationStart",
     "ActivationStarted",
+    "AuditEntry",
     "AuthorityInfo",
     "BlobCreate",
     "BlobInfo",
@@ -247,7 +258,10 @@ __all__ = [
     "VerifyMac",
     "VerifyRequest",
     "Welcome",
+    "audit_hash",
+    "audit_signing_input",
     "conversation_for",
+    "decode_audit_entry",
     "decode_certificate",
     "decode_client_frame",
     "decode_group_change",
