@@ -701,7 +701,9 @@ class Client:
                     for received in shown:
                         yield received
         finally:
-            if self.store.pending("group-message"):
+            # A bounded read ends here: a group message whose key never came is reported.
+            # A standing connection (``wait=None``) keeps waiting across reconnects.
+            if wait is not None and self.store.pending("group-message"):
                 self.groups.give_up_pending_messages()
 
     async def receive(self, wait: float) -> list[Received]:
