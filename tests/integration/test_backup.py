@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
+import os
 import sqlite3
 import subprocess
 import tarfile
@@ -19,10 +21,12 @@ import pytest
 
 from _cli import sr as _sr
 from conftest import Org, arun, receive, send
-from strongroom import client, server
+from strongroom import client, proto, server
 from strongroom.cli._local import LocalServer
 from strongroom.errors import StrongroomError
+from strongroom.server import _backup
 from strongroom.server._backup import MANIFEST, Manifest, backup, restore
+from strongroom.server._blobs import new_blob_id
 
 
 def sr(
@@ -384,3 +388,344 @@ def test_restore_into_an_existing_empty_directory(archive: Path) -> None:
     assert target.admin_token.stat().st_mode & 0o777 == 0o600
     with sqlite3.connect(target.path / "strongroom.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# --- attachment blobs ---------------------------------------------------------------------
+
+
+class Aborted(Exception):
+    """Raised from a progress callback: the uploader "dies" mid-transfer."""
+
+
+async def _upload(
+    home: Path, path: Path, progress: client.Progress | None = None
+) -> proto.FileRef:
+    async with client.Client(home) as c:
+        return await client.upload_file(
+            c, path, progress, chunk=16 * 1024, piece=64 * 1024
+        )
+
+
+async def _send_file(home: Path, to: str, ref: proto.FileRef) -> None:
+    async with client.Client(home) as c:
+        await c.send(to, ref, blobs=[ref.blob])
+
+
+async def _download_all(home: Path, dest: Path) -> list[Path]:
+    """Receive, and download every file received (the SDK checks each digest)."""
+    async with client.Client(home) as c:
+        refs = [m.file for m in await c.receive(0.5) if m.file is not None]
+        return [await client.download_file(c, ref, dest) for ref in refs]
+
+
+def _blob_path(root: Path, blob: str) -> Path:
+    return root / blob[:2] / blob
+
+
+def test_a_file_waiting_for_an_offline_recipient_survives_backup_and_restore(
+    sqlite_org: Org, tmp_path: Path
+) -> None:
+    alice = sqlite_org.activate("alice")
+    bob = sqlite_org.activate("bob")  # and offline from here to the restore
+    report = os.urandom(300 * 1024 + 7)
+    (tmp_path / "report.pdf").write_bytes(report)
+    ref = arun(_upload(alice, tmp_path / "report.pdf"))
+    arun(_send_file(alice, "bob", ref))
+    # An upload cut off before the backup: the archive holds none of its bytes.
+    notes = os.urandom(200 * 1024)
+    (tmp_path / "notes.txt").write_bytes(notes)
+
+    def die(sent: int, total: int) -> None:
+        raise Aborted
+
+    with pytest.raises(Aborted):
+        arun(_upload(alice, tmp_path / "notes.txt", die))
+    blob = _blob_path(sqlite_org.data.path / "blobs", ref.blob)
+    sealed = blob.read_bytes()
+
+    archive = tmp_path / "hq.tar.gz"
+    made = sr("backup", "--data", sqlite_org.data.path, archive, "--with-authority-key")
+    assert made.returncode == 0, made.stderr
+    assert f", 1 attachment blob ({len(sealed) / 1024:.1f} KiB)" in (made.stdout)
+    assert (
+        "holds admin.token, authority.pem, strongroom.db, strongroom.toml and 1 "
+        in (made.stdout)
+    )
+    assert "missing" not in made.stdout
+    members = _members(archive)
+    member = f"blobs/{ref.blob[:2]}/{ref.blob}"
+    assert sorted(name for name in members if name.startswith("blobs/")) == [member]
+    assert members[member] == sealed
+    manifest = msgspec.json.decode(members[MANIFEST], type=Manifest)
+    assert manifest.files[member] == hashlib.sha256(sealed).hexdigest()
+    assert (manifest.counts.blobs, manifest.counts.blob_bytes) == (1, len(sealed))
+    assert manifest.missing_blobs == []
+
+    target = tmp_path / "restored"
+    with _serve_restored(sqlite_org, archive, target):
+        restored = _blob_path(target / "blobs", ref.blob)
+        assert restored.read_bytes() == sealed
+        assert restored.stat().st_mode & 0o777 == 0o600
+        saved = arun(_download_all(bob, tmp_path / "inbox"))
+        assert [(p.name, p.read_bytes()) for p in saved] == [("report.pdf", report)]
+        # The cut-off upload starts again (the archive held no bytes of it) and ends.
+        again = arun(_upload(alice, tmp_path / "notes.txt"))
+        arun(_send_file(alice, "bob", again))
+        saved = arun(_download_all(bob, tmp_path / "inbox"))
+        assert [(p.name, p.read_bytes()) for p in saved] == [("notes.txt", notes)]
+
+
+def _put_blob(
+    data: server.DataDir,
+    content: bytes,
+    *,
+    size: int | None = None,
+    root: Path | None = None,
+) -> str:
+    """A blob as the server leaves it: its row, and its file in ``root`` (default:
+    ``blobs`` in the data directory); complete unless ``size`` says more is to come."""
+    blob = new_blob_id()
+    path = _blob_path(root or data.path / "blobs", blob)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    total = len(content) if size is None else size
+    db = data.path / "strongroom.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "INSERT INTO blobs (blob_id, owner, size, received, complete, "
+            "created_at, touched_at) VALUES (?, 'dev', ?, ?, ?, 0, 0)",
+            (blob, total, len(content), int(total == len(content))),
+        )
+        conn.execute(
+            "INSERT INTO blob_refs (blob_id, sender, envelope_id) VALUES (?, ?, ?)",
+            (blob, "alice", os.urandom(16)),
+        )
+    return blob
+
+
+def _blob_rows(db: Path) -> list[tuple[str, int, int]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return [
+            (str(blob), int(received), int(complete))
+            for blob, received, complete in conn.execute(
+                "SELECT blob_id, received, complete FROM blobs ORDER BY blob_id"
+            )
+        ]
+
+
+def _refs(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT blob_id FROM blob_refs ORDER BY blob_id")
+        return [str(blob) for (blob,) in rows]
+
+
+@pytest.fixture
+def hq(tmp_path: Path) -> server.DataDir:
+    data = server.init_data_dir(tmp_path / "hq", "Test Ministry")
+    arun(server.migrate(data))
+    return data
+
+
+def test_a_backup_with_no_blobs_holds_none_and_restores(
+    hq: server.DataDir, tmp_path: Path
+) -> None:
+    archive = tmp_path / "hq.tar.gz"
+    made = sr("backup", "--data", hq.path, archive)
+    assert made.returncode == 0, made.stderr
+    assert "0 attachment blobs (0 bytes)" in made.stdout
+    assert "holds admin.token, strongroom.db, strongroom.toml\n" in made.stdout
+    assert not [name for name in _members(archive) if name.startswith("blobs")]
+    target = server.DataDir(tmp_path / "restored")
+    restore(archive, target)
+    assert not (target.path / "blobs").exists()
+
+
+def test_a_blob_gone_before_it_is_archived_is_left_out_with_its_rows(
+    hq: server.DataDir, tmp_path: Path
+) -> None:
+    kept = _put_blob(hq, b"kept ciphertext")
+    gone = _put_blob(hq, b"pruned ciphertext")
+    partial = _put_blob(hq, b"first piece", size=4096)
+    # The database still names it, as a snapshot taken just before pruning would.
+    _blob_path(hq.path / "blobs", gone).unlink()
+
+    archive = tmp_path / "hq.tar.gz"
+    made = sr("backup", "--data", hq.path, archive)
+    assert made.returncode == 0, made.stderr
+    assert "missing: 1 attachment blob" in made.stdout and gone in made.stdout
+    members = _members(archive)
+    assert sorted(name for name in members if name.startswith("blobs/")) == [
+        f"blobs/{kept[:2]}/{kept}"
+    ]
+    manifest = msgspec.json.decode(members[MANIFEST], type=Manifest)
+    assert manifest.missing_blobs == [gone]
+    assert manifest.counts.blobs == 1
+
+    target = server.DataDir(tmp_path / "restored")
+    restore(archive, target)
+    db = target.path / "strongroom.db"
+    # The gone blob's rows went; the unfinished upload starts again from nothing.
+    assert _blob_rows(db) == sorted([(kept, 15, 1), (partial, 0, 0)])
+    assert _refs(db) == sorted([kept, partial])
+    assert _blob_path(target.path / "blobs", kept).read_bytes() == b"kept ciphertext"
+    assert not _blob_path(target.path / "blobs", partial).exists()
+    # The organisation's own database is untouched.
+    assert len(_blob_rows(hq.path / "strongroom.db")) == 3
+
+
+def test_a_blob_pruned_between_hashing_and_archiving_is_left_out(
+    hq: server.DataDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = _put_blob(hq, b"kept ciphertext")
+    pruned = _put_blob(hq, b"pruned ciphertext")
+    hash_first = _backup._blob_sha256
+
+    def prune_after_hashing(path: Path, size: int) -> str | None:
+        digest = hash_first(path, size)
+        if path.name == pruned:
+            path.unlink()  # the server prunes it once the first pass has hashed it
+        return digest
+
+    monkeypatch.setattr(_backup, "_blob_sha256", prune_after_hashing)
+    archive = tmp_path / "hq.tar.gz"
+    taken = backup(hq, archive)
+    assert taken.missing_blobs == [pruned]
+    assert [n for n in _members(archive) if n.startswith("blobs/")] == [
+        f"blobs/{kept[:2]}/{kept}"
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    target = server.DataDir(tmp_path / "restored")
+    restore(archive, target)
+    assert _blob_rows(target.path / "strongroom.db") == [(kept, 15, 1)]
+
+
+def test_a_blob_directory_outside_the_data_directory_comes_back_inside(
+    hq: server.DataDir, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared-blobs"
+    config = hq.config.read_text()
+    hq.config.write_text(config.replace("[admin]", f'blobs = "{shared}"\n\n[admin]'))
+    assert hq.load_config().storage.blob_dir(hq.path) == shared
+    blob = _put_blob(hq, b"ciphertext", root=shared)
+    archive = tmp_path / "hq.tar.gz"
+    made = sr("backup", "--data", hq.path, archive)
+    assert made.returncode == 0, made.stderr
+    assert f"came from {shared}, outside the data directory" in made.stdout
+    assert f"blobs/{blob[:2]}/{blob}" in _members(archive)
+
+    target = server.DataDir(tmp_path / "restored")
+    restored = restore(archive, target)
+    assert _blob_path(target.path / "blobs", blob).read_bytes() == b"ciphertext"
+    assert any(
+        "not a directory inside the data directory" in note for note in restored.notes
+    )
+
+
+@pytest.fixture
+def blob_archive(hq: server.DataDir, tmp_path: Path) -> Path:
+    _put_blob(hq, b"one ciphertext")
+    _put_blob(hq, b"another ciphertext")
+    path = tmp_path / "hq.tar.gz"
+    backup(hq, path)
+    return path
+
+
+def _first_blob(entries: list[Entry]) -> int:
+    return next(
+        i for i, (info, _) in enumerate(entries) if info.name.startswith("blobs/")
+    )
+
+
+def _tamper_with_a_blob(archive: Path) -> None:
+    def edit(entries: list[Entry]) -> list[Entry]:
+        at = _first_blob(entries)
+        info, content = entries[at]
+        entries[at] = _entry(info.name, bytes([content[0] ^ 1]) + content[1:])
+        return entries
+
+    _rewrite(archive, edit)
+
+
+def _vouch(entries: list[Entry], files: dict[str, str]) -> list[Entry]:
+    """The entries under a manifest that vouches for ``files``."""
+    manifest = msgspec.json.decode(entries[0][1], type=Manifest)
+    renewed = msgspec.structs.replace(manifest, files=files)
+    return [_entry(MANIFEST, msgspec.json.encode(renewed)), *entries[1:]]
+
+
+def _drop_a_blob_and_its_checksum(archive: Path) -> None:
+    def edit(entries: list[Entry]) -> list[Entry]:
+        name = entries.pop(_first_blob(entries))[0].name
+        files = msgspec.json.decode(entries[0][1], type=Manifest).files
+        return _vouch(entries, {k: v for k, v in files.items() if k != name})
+
+    _rewrite(archive, edit)
+
+
+def _add_a_blob_with_its_checksum(archive: Path) -> None:
+    def edit(entries: list[Entry]) -> list[Entry]:
+        blob = new_blob_id()
+        name, content = f"blobs/{blob[:2]}/{blob}", b"smuggled"
+        files = msgspec.json.decode(entries[0][1], type=Manifest).files
+        digest = hashlib.sha256(content).hexdigest()
+        return _vouch([*entries, _entry(name, content)], {**files, name: digest})
+
+    _rewrite(archive, edit)
+
+
+def _misplace_a_blob(archive: Path, name: Callable[[str], str]) -> None:
+    def edit(entries: list[Entry]) -> list[Entry]:
+        at = _first_blob(entries)
+        info, content = entries[at]
+        blob = info.name.rsplit("/", 1)[1]
+        entries[at] = _entry(name(blob), content)
+        files = msgspec.json.decode(entries[0][1], type=Manifest).files
+        files[name(blob)] = files.pop(info.name)
+        return _vouch(entries, files)
+
+    _rewrite(archive, edit)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_tamper_with_a_blob, "does not match the checksum"),
+        (_drop_a_blob_and_its_checksum, "names attachment blobs it does not hold"),
+        (_add_a_blob_with_its_checksum, "blobs its database does not name"),
+        (
+            lambda a: _misplace_a_blob(a, lambda b: f"blobs/{b[:2]}/../../{b}"),
+            "outside the data directory",
+        ),
+        (
+            lambda a: _misplace_a_blob(a, lambda b: f"blobs/zz/{b}"),
+            "unexpected member",
+        ),
+        (
+            lambda a: _misplace_a_blob(a, lambda b: f"blobs/{b[:2]}/{b}.pem"),
+            "unexpected member",
+        ),
+    ],
+    ids=["tampered", "dropped", "smuggled", "escaping", "misfiled", "misnamed"],
+)
+def test_restore_refuses_an_archive_whose_blobs_do_not_check_out(
+    blob_archive: Path, damage: Callable[[Path], None], expected: str
+) -> None:
+    damage(blob_archive)
+    target = blob_archive.parent / "restored"
+    before = sorted(p.name for p in blob_archive.parent.iterdir())
+    with pytest.raises(StrongroomError, match=expected):
+        restore(blob_archive, server.DataDir(target))
+    assert sorted(p.name for p in blob_archive.parent.iterdir()) == before
+
+
+def test_an_archive_from_before_blobs_restores_with_a_note(blob_archive: Path) -> None:
+    def edit(entries: list[Entry]) -> list[Entry]:
+        manifest = msgspec.json.decode(entries[0][1], type=Manifest)
+        old = [(i, c) for i, c in entries[1:] if not i.name.startswith("blobs/")]
+        files = {i.name: manifest.files[i.name] for i, _ in old}
+        renewed = msgspec.structs.replace(manifest, format=1, files=files)
+        return [_entry(MANIFEST, msgspec.json.encode(renewed)), *old]
+
+    _rewrite(blob_archive, edit)
+    restored = restore(blob_archive, server.DataDir(blob_archive.parent / "restored"))
+    assert any("copy the 2 blob files" in note for note in restored.notes)

@@ -10,7 +10,7 @@ import typer
 
 from strongroom.errors import StrongroomError
 from strongroom.server import DataDir
-from strongroom.server._backup import Counts
+from strongroom.server._backup import BLOBS, Counts, Manifest, blob_dir_outside
 from strongroom.server._backup import backup as backup_data_dir
 from strongroom.server._backup import restore as restore_data_dir
 
@@ -24,8 +24,45 @@ DataOpt = Annotated[Path, typer.Option("--data", help="the server's data directo
 def _counts(counts: Counts) -> str:
     return (
         f"{counts.users} users, {counts.devices} devices, "
-        f"{counts.waiting} waiting envelopes"
+        f"{counts.waiting} waiting envelopes, {_blobs(counts.blobs)} "
+        f"({_size(counts.blob_bytes)})"
     )
+
+
+def _blobs(n: int) -> str:
+    return f"{n} attachment blob{'' if n == 1 else 's'}"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _about_blobs(data: DataDir, manifest: Manifest) -> None:
+    """Where the blobs came from, if not the data directory, and which were gone."""
+    if not manifest.counts.blobs and not manifest.missing_blobs:
+        return
+    try:
+        config = data.load_config()
+    except StrongroomError:  # changed since: the archive is written all the same
+        return
+    blob_dir = config.storage.blob_dir(data.path)
+    if blob_dir_outside(config):
+        console.print(
+            f"  the attachment blobs came from {blob_dir}, outside the data directory: "
+            f"the archive holds them as {BLOBS}/, and a restore puts them in the "
+            f"restored directory's {BLOBS}/"
+        )
+    missing = manifest.missing_blobs
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        console.print(
+            f"  [bold]missing: {_blobs(len(missing))}[/] named by the database, gone "
+            f"from {blob_dir} before they could be archived (pruned since the "
+            f"snapshot, or lost); left out, with their rows: {shown}"
+        )
 
 
 def backup(
@@ -60,7 +97,10 @@ def backup(
         f"  {_counts(manifest.counts)}; schema version {manifest.schema_version}; "
         "integrity check ok"
     )
-    console.print(f"  holds {', '.join(sorted(manifest.files))}")
+    fixed = sorted(name for name in manifest.files if not name.startswith(BLOBS + "/"))
+    held = f" and {_blobs(manifest.counts.blobs)}" if manifest.counts.blobs else ""
+    console.print(f"  holds {', '.join(fixed)}{held}")
+    _about_blobs(DataDir(data), manifest)
     if "authority.pem" in manifest.files:
         console.print(
             "  it holds the authority key: keep it as safe as authority.pem itself"

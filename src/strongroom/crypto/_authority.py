@@ -69,7 +69,6 @@ class AuthorityPublicKey:
         except RemoteProtocolError as exc:
             raise CertificateError("signed revocation does not decode") from exc
 
-
     def verify_audit(self, signed: proto.Signed) -> proto.AuditEntry:
         """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
         self._verify(proto.DOMAIN_AUDIT, signed)
