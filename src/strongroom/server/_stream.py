@@ -6,7 +6,9 @@ Rules:
    it.  Every outgoing frame goes through ``_Session.emit``, which is synchronous (the
    frame is encoded, checked and written in one step), so the state machine sees frames in
    exactly the order they reach the socket, with no lock.  Frames written in one turn of
-   the event loop leave in one system call (``_websocket``).
+   the event loop leave in one system call (``_websocket``).  Frames from the device are
+   handled one by one as the socket's data is parsed (``_on_message``), with no task per
+   frame.
 2. A device is served only after it signed this connection's fresh challenge with the key
    its certificate names, and only while it is not revoked: a revocation stops deliveries
    at once and closes the stream.
@@ -48,7 +50,7 @@ from strongroom.errors import (
 
 from ._context import ServerContext
 from ._delivery import Deliveries
-from ._websocket import frame_writer
+from ._websocket import frame_link
 from .store import AcceptResult, DeviceRow, InboxRow
 
 __all__ = ["StreamHandler"]
@@ -66,20 +68,19 @@ class _Session:
         self.ctx = ctx
         self.ws = ws
         self.conn = proto.StreamConnection(proto.Role.SERVER)
-        self.writer = frame_writer(ws)
+        self.link = frame_link(ws)
         self.window = ctx.config.limits.delivery_window
         self.deliveries = Deliveries(self._deliver, self._room, self._fetch, self.end)
         self.device: DeviceRow | None = None
         self.sends: set[asyncio.Future[AcceptResult]] = set()
         self.ack_wanted = 0
         self.ack_writing: asyncio.Future[None] | None = None
-        self._main: asyncio.Task[Any] | None = None
-        self._ending: BaseException | None = None
+        self._gone: asyncio.Future[None] | None = None  # the open stream's end
 
     def emit(self, frame: proto.ServerFrame) -> None:
         """Encode, check and write one frame (rule 1); nothing once the stream closed."""
         if self.conn.state is not proto.State.CLOSED:
-            self.writer.send(self.conn.send(frame))
+            self.link.send(self.conn.send(frame))
 
     async def receive(self) -> bytes:
         message: MutableMapping[str, Any] = await self.ws.receive()
@@ -94,10 +95,9 @@ class _Session:
         return data
 
     def end(self, reason: BaseException) -> None:
-        """End the stream from outside its read loop: revoked, or a store read failed."""
-        if self._ending is None and self._main is not None:
-            self._ending = reason
-            self._main.cancel()
+        """End the open stream: a broken rule, revoked, or a store read failed."""
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_exception(reason)
 
     def revoke(self) -> None:
         self.deliveries.close()  # rule 2: not one more delivery
@@ -156,23 +156,18 @@ class _Session:
     # --- the open stream ---------------------------------------------------------------
 
     async def serve(self, device: DeviceRow) -> None:
-        """Read frames until the device leaves; raises what ended the stream."""
-        self._main = asyncio.current_task()
-        try:
-            await self._read_loop(device)
-        except asyncio.CancelledError:
-            if self._ending is None:
-                raise
-            assert self._main is not None
-            self._main.uncancel()
-            raise self._ending from None
-        finally:
-            self._main = None
+        """Take frames until the device leaves; raises what ended the stream."""
+        self._gone = self.link.read(functools.partial(self._on_message, device))
+        await self._gone
 
-    async def _read_loop(self, device: DeviceRow) -> None:
-        writable = self.writer.writable
-        while True:
-            frame = self.conn.receive(await self.receive())
+    def _on_message(self, device: DeviceRow, data: bytes | None) -> None:
+        """One frame from the device, as it is read (no task per frame)."""
+        try:
+            if data is None:
+                raise RemoteProtocolError(
+                    "text frames are not part of the protocol", "bad_frame"
+                )
+            frame = self.conn.receive(data)
             if isinstance(frame, proto.Send | proto.SendShared):
                 self._accept(device, frame)
             elif isinstance(frame, proto.Ack):
@@ -182,8 +177,8 @@ class _Session:
                 self.deliveries.pump()
             elif isinstance(frame, proto.Ping):
                 self.emit(proto.Pong(n=frame.n))
-            if not writable.is_set():  # the device is not reading: neither do we
-                await writable.wait()
+        except Exception as exc:
+            self.end(exc)
 
     def _accept(self, device: DeviceRow, send: proto.Send | proto.SendShared) -> None:
         """Hand a send to the store; ``_accepted`` answers it once committed (rule 3)."""
@@ -377,8 +372,6 @@ class StreamHandler:
         with contextlib.suppress(Exception):
             session.conn.close()
             # through the writer, behind the frames it may still hold
-            session.writer.send(
-                proto.encode_frame(proto.Error(code=code, detail=detail))
-            )
+            session.link.send(proto.encode_frame(proto.Error(code=code, detail=detail)))
         with contextlib.suppress(Exception):
             await session.ws.close(code=4000 if code != _E.INTERNAL else 1011)
