@@ -508,7 +508,7 @@ def run_bench(
     report.figures = bench.figures
     report.errors = bench.errors
     store = (
-        "SQLite writer and reader threads"
+        "SQLite commit and reader threads"
         if database is None
         else "its PostgreSQL pool; PostgreSQL's own processes are not counted in "
         "the server CPU column and share the same cores"
