@@ -69,6 +69,32 @@ class AuthorityPublicKey:
         except RemoteProtocolError as exc:
             raise CertificateError("signed revocation does not decode") from exc
 
+    def verify_policy(self, signed: proto.Signed) -> proto.Policy:
+        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
+        self._verify(proto.DOMAIN_POLICY, signed)
+        try:
+            return proto.decode_policy(signed.body)
+        except RemoteProtocolError as exc:
+            raise CertificateError("signed policy does not decode") from exc
+
+    def verify_wipe_order(self, signed: proto.Signed) -> proto.WipeOrder:
+        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
+        self._verify(proto.DOMAIN_WIPE, signed)
+        try:
+            return proto.decode_wipe_order(signed.body)
+        except RemoteProtocolError as exc:
+            raise CertificateError("signed wipe order does not decode") from exc
+
+    def verify_user_disabled(self, signed: proto.Signed) -> proto.UserDisabled:
+        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
+        self._verify(proto.DOMAIN_USER_DISABLED, signed)
+        try:
+            return proto.decode_user_disabled(signed.body)
+        except RemoteProtocolError as exc:
+            raise CertificateError(
+                "signed user-disabled record does not decode"
+            ) from exc
+
     def verify_audit(self, signed: proto.Signed) -> proto.AuditEntry:
         """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
         self._verify(proto.DOMAIN_AUDIT, signed)
@@ -120,6 +146,15 @@ class AuthorityKey:
 
     def sign_revocation(self, revocation: proto.Revocation) -> proto.Signed:
         return self._sign(proto.DOMAIN_REVOCATION, proto.encode(revocation))
+
+    def sign_policy(self, policy: proto.Policy) -> proto.Signed:
+        return self._sign(proto.DOMAIN_POLICY, proto.encode(policy))
+
+    def sign_wipe_order(self, order: proto.WipeOrder) -> proto.Signed:
+        return self._sign(proto.DOMAIN_WIPE, proto.encode(order))
+
+    def sign_user_disabled(self, record: proto.UserDisabled) -> proto.Signed:
+        return self._sign(proto.DOMAIN_USER_DISABLED, proto.encode(record))
 
     def sign_audit(self, entry: proto.AuditEntry) -> proto.Signed:
         return self._sign(proto.DOMAIN_AUDIT, proto.encode(entry))

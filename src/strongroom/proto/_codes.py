@@ -80,6 +80,8 @@ class ErrorCode(enum.StrEnum):
     TIMEOUT = "timeout"
     INTERNAL = "internal"
     ATTACHMENT_TOO_LARGE = "attachment_too_large"
+    POLICY_VIOLATION = "policy_violation"
+    USER_DISABLED = "user_disabled"
 
 
 def valid_user_id(user: str) -> bool:

@@ -8,7 +8,7 @@ oversized frames raise ``RemoteProtocolError`` with a wire code, and nothing els
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import msgspec
 
@@ -23,14 +23,17 @@ from ._codes import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 )
+from ._objects import Signed
 
 __all__ = [
     "Accepted",
     "Ack",
     "Challenge",
     "ClientFrame",
+    "Control",
     "Copy",
     "Deliver",
+    "Enforcing",
     "Error",
     "Hello",
     "Ping",
@@ -39,6 +42,7 @@ __all__ = [
     "SendShared",
     "ServerFrame",
     "Welcome",
+    "Wiped",
     "decode_client_frame",
     "decode_server_frame",
     "encode_frame",
@@ -105,6 +109,17 @@ class Error(_Frame, tag="error", frozen=True):
     ref: bytes | None = None
 
 
+class Control(_Frame, tag="control", frozen=True):
+    """An order from IT, signed by the authority: ``kind`` is ``policy`` or ``wipe``.
+
+    The server sends the policy in force right after ``Welcome`` and again whenever it
+    changes, and a pending wipe order right after ``Welcome``.
+    """
+
+    kind: Literal["policy", "wipe"]
+    item: Signed
+
+
 class Pong(_Frame, tag="pong", frozen=True):
     n: int
 
@@ -163,8 +178,20 @@ class Ping(_Frame, tag="ping", frozen=True):
     n: int
 
 
-ServerFrame = Challenge | Welcome | Deliver | Accepted | Error | Pong
-ClientFrame = Hello | Send | SendShared | Ack | Ping
+class Enforcing(_Frame, tag="enforcing", frozen=True):
+    """The device now enforces the policy of this version (its answer to ``Control``)."""
+
+    policy_version: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Wiped(_Frame, tag="wiped", frozen=True):
+    """The device verified the wipe order of ``ordered_at`` and is deleting everything."""
+
+    ordered_at: int
+
+
+ServerFrame = Challenge | Welcome | Deliver | Accepted | Error | Pong | Control
+ClientFrame = Hello | Send | SendShared | Ack | Ping | Enforcing | Wiped
 
 _encoder = msgspec.msgpack.Encoder()
 _client_decoder = msgspec.msgpack.Decoder(ClientFrame)

@@ -6,6 +6,7 @@ Every body that crosses the HTTP boundary is one of these structs, decoded stric
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, TypeVar
 
 import msgspec
@@ -118,6 +119,8 @@ class DeviceEntry(msgspec.Struct, frozen=True):
 class UserDevices(msgspec.Struct, frozen=True):
     user: str
     devices: list[DeviceEntry]
+    #: The authority's signed ``UserDisabled`` record, when IT disabled this user.
+    disabled: Signed | None = None
 
 
 class ClaimRequest(msgspec.Struct, frozen=True):
@@ -156,6 +159,7 @@ class UserInfo(msgspec.Struct, frozen=True):
     name: str
     created_at: str
     devices: int
+    disabled_at: str | None = None
 
 
 class CodeRequest(msgspec.Struct, frozen=True):
@@ -195,7 +199,7 @@ class GroupPost(msgspec.Struct, frozen=True):
 _json_encoder = msgspec.json.Encoder()
 
 
-def encode_json(obj: msgspec.Struct | list[msgspec.Struct]) -> bytes:
+def encode_json(obj: msgspec.Struct | Sequence[msgspec.Struct]) -> bytes:
     return _json_encoder.encode(obj)
 
 

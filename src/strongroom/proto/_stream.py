@@ -30,7 +30,9 @@ from ._frames import (
     Ack,
     Challenge,
     ClientFrame,
+    Control,
     Deliver,
+    Enforcing,
     Error,
     Hello,
     Ping,
@@ -39,6 +41,7 @@ from ._frames import (
     SendShared,
     ServerFrame,
     Welcome,
+    Wiped,
     decode_client_frame,
     decode_server_frame,
     encode_frame,
@@ -65,9 +68,11 @@ class State(enum.Enum):
 
 
 _FROM_SERVER: frozenset[type] = frozenset(
-    {Challenge, Welcome, Deliver, Accepted, Error, Pong}
+    {Challenge, Welcome, Deliver, Accepted, Error, Pong, Control}
 )
-_FROM_CLIENT: frozenset[type] = frozenset({Hello, Send, SendShared, Ack, Ping})
+_FROM_CLIENT: frozenset[type] = frozenset(
+    {Hello, Send, SendShared, Ack, Ping, Enforcing, Wiped}
+)
 
 #: (state, frame type) -> next state.  Frames not listed are not allowed in that state.
 TRANSITIONS: dict[tuple[State, type], State] = {
@@ -84,6 +89,9 @@ TRANSITIONS: dict[tuple[State, type], State] = {
     (State.OPEN, SendShared): State.OPEN,
     (State.OPEN, Ack): State.OPEN,
     (State.OPEN, Ping): State.OPEN,
+    (State.OPEN, Control): State.OPEN,
+    (State.OPEN, Enforcing): State.OPEN,
+    (State.OPEN, Wiped): State.OPEN,
 }
 
 

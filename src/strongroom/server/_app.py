@@ -142,10 +142,17 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/v1/blobs/{blob}/status", blobs.status, methods=["GET"]),
         Route("/v1/admin/users", api.admin_users, methods=["GET", "POST"]),
         Route("/v1/admin/users/{user}/code", api.admin_code, methods=["POST"]),
+        Route("/v1/admin/users/{user}/disable", api.admin_disable, methods=["POST"]),
         Route("/v1/admin/devices", api.admin_devices),
         Route(
             "/v1/admin/devices/{device_id}/revoke", api.admin_revoke, methods=["POST"]
         ),
+        Route("/v1/admin/devices/{device_id}/wipe", api.admin_wipe, methods=["POST"]),
+        Route("/v1/admin/policy", api.admin_policy, methods=["GET", "POST"]),
+        Route("/v1/admin/policy/history", api.admin_policy_history),
+        Route("/v1/admin/audit", api.admin_audit),
+        Route("/v1/admin/audit/verify", api.admin_audit_verify),
+        Route("/v1/policy", api.policy),
         WebSocketRoute("/v1/stream", StreamHandler(ctx).handle),
     ]
     return Starlette(

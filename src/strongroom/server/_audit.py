@@ -15,24 +15,27 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 
 from strongroom import proto
 from strongroom.crypto import AuthorityKey, AuthorityPublicKey
-from strongroom.errors import CryptoError, RemoteProtocolError
+from strongroom.errors import (
+    ConflictError,
+    CryptoError,
+    RemoteProtocolError,
+    StoreError,
+)
 
-__all__ = ["AuditRecord", "seal", "verify"]
+from .store import AuditRecord, Store
 
+__all__ = ["AuditLog", "AuditRecord", "seal", "verify"]
 
-class AuditRecord(msgspec.Struct, frozen=True):
-    """One stored entry: its position, the signed bytes and their hash."""
-
-    seq: int
-    entry: bytes  # msgpack of proto.Signed
-    hash: bytes
-    at: int
+log = logging.getLogger("strongroom.server.audit")
+_CAS_TRIES = 20
 
 
 _signed = msgspec.msgpack.Decoder(proto.Signed)
@@ -97,3 +100,66 @@ def verify(
             )
         expected_prev = digest
     return count, problems
+
+
+class AuditLog:
+    """Appends to the store's log: reads the head, seals the next entry, and appends by
+    compare-and-set, reading the head again when another node wrote first."""
+
+    def __init__(
+        self, store: Store, authority: AuthorityKey, clock: Callable[[], int]
+    ) -> None:
+        self._store = store
+        self._authority = authority
+        self._clock = clock
+        self._lock = (
+            asyncio.Lock()
+        )  # this node's writers queue; other nodes race by CAS
+
+    async def record(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        details: Mapping[str, str] | None = None,
+    ) -> AuditRecord:
+        async with self._lock:
+            for _ in range(_CAS_TRIES):
+                head = await self._store.audit_head()
+                seq, prev = (
+                    (0, proto.AUDIT_GENESIS)
+                    if head is None
+                    else (
+                        head[0] + 1,
+                        head[1],
+                    )
+                )
+                record = seal(
+                    self._authority,
+                    seq,
+                    prev,
+                    at=self._clock(),
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    details=details,
+                )
+                try:
+                    await self._store.append_audit(record)
+                except ConflictError:
+                    continue
+                log.info("audit %s %s %s", actor, action, subject)
+                return record
+        raise StoreError("the audit log is too busy to append to; try again")
+
+    async def verify(self) -> tuple[int, list[str]]:
+        """Check the whole log as stored (see ``verify``)."""
+        records: list[AuditRecord] = []
+        after = -1
+        while True:
+            page = await self._store.audit_records(after, 5000)
+            records += page
+            if len(page) < 5000:
+                break
+            after = page[-1].seq
+        return verify(records, self._authority.public)

@@ -169,6 +169,10 @@ def _unavailable(blob_id: str, exc: BlobFileError) -> ApiRefusal:
     )
 
 
+#: Ciphertext is a little larger than the file (per-chunk tags); policy counts the file.
+_SEALING_ALLOWANCE = 64 * 1024
+
+
 class BlobApi:
     """The ``/v1/blobs`` handlers."""
 
@@ -208,6 +212,22 @@ class BlobApi:
                 _E.ATTACHMENT_TOO_LARGE,
                 f"the attachment is {_size(wanted.size)} encrypted; this server takes "
                 f"attachments up to {_size(limit)} (limits.max_attachment_bytes)",
+            )
+        rules = await self.ctx.fleet.rules_for(device.user)
+        if not rules.attachments_allowed:
+            raise ApiRefusal(
+                403,
+                _E.POLICY_VIOLATION,
+                "the organisation's policy does not allow attachments",
+            )
+        if rules.max_attachment_bytes is not None and wanted.size > (
+            rules.max_attachment_bytes + _SEALING_ALLOWANCE
+        ):
+            raise ApiRefusal(
+                413,
+                _E.ATTACHMENT_TOO_LARGE,
+                f"the organisation's policy allows attachments up to "
+                f"{_size(rules.max_attachment_bytes)}",
             )
         blob = await self.ctx.store.create_blob(
             new_blob_id(), device.device_id, wanted.size, self.ctx.clock()

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from strongroom.crypto import AuthorityKey
 
 from ._config import Config
+from ._fleet import Fleet
 from ._router import Router
 from .bus import Bus
 from .store import Store
@@ -108,3 +109,5 @@ class ServerContext:
         # The server's name in stream challenges: the authority key's fingerprint, so a
         # device's answer is useful to no other organisation's server.
         self.server_name = authority.public.fingerprint_id()
+        #: IT's operations (users, devices, policy, audit), for every entry point.
+        self.fleet = Fleet(self)

@@ -6,9 +6,8 @@ Every handler reads its body through ``read_body`` (size limit) and ``proto.deco
 
 from __future__ import annotations
 
-import datetime
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import msgspec
@@ -20,13 +19,13 @@ from strongroom.errors import (
     ActivationError,
     ConflictError,
     CryptoError,
-    NotFoundError,
     RemoteProtocolError,
 )
 
 from ._auth import NonceCache, authenticate_admin, authenticate_device
 from ._context import ServerContext
 from ._errors import ApiRefusal
+from ._fleet import iso
 from .store import ActivationRow, DeviceRow, StoredKey
 
 __all__ = ["Api", "iso", "read_body"]
@@ -34,13 +33,6 @@ __all__ = ["Api", "iso", "read_body"]
 T = TypeVar("T")
 _E = proto.ErrorCode
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    stamp = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
-    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def read_body(request: Request, limit: int = proto.MAX_HTTP_BODY_BYTES) -> bytes:
@@ -61,7 +53,7 @@ async def read_body(request: Request, limit: int = proto.MAX_HTTP_BODY_BYTES) ->
 
 
 def json_response(
-    obj: msgspec.Struct | list[msgspec.Struct], status: int = 200
+    obj: msgspec.Struct | Sequence[msgspec.Struct], status: int = 200
 ) -> Response:
     return Response(proto.encode_json(obj), status, media_type="application/json")
 
@@ -85,18 +77,6 @@ def device_entry(row: DeviceRow) -> proto.DeviceEntry:
         revocation=None
         if row.revocation is None
         else _signed_decoder.decode(row.revocation),
-    )
-
-
-def device_info(row: DeviceRow) -> proto.DeviceInfo:
-    return proto.DeviceInfo(
-        device_id=row.device_id,
-        user=row.user,
-        name=row.name,
-        created_at=iso(row.created_at) or "",
-        last_seen=iso(row.last_seen),
-        revoked_at=iso(row.revoked_at),
-        ed25519=row.ed25519,
     )
 
 
@@ -161,6 +141,12 @@ class Api:
         if not keys.check_confirm(finish.confirm):
             await self._wrong_code(session)
         if session.reason is not None or session.code_id is None:
+            await self.ctx.fleet.audit.record(
+                "system",
+                "activation.failed",
+                session.user,
+                {"reason": session.reason or "no code"},
+            )
             await self._dead_code(session.reason)
         code_id: str = session.code_id or ""
         try:
@@ -184,6 +170,7 @@ class Api:
             raise ApiRefusal(
                 400, _E.BAD_REQUEST, "activation registration rejected"
             ) from exc
+        await self._activation_allowed(session.user)
         name = registration.name or f"{session.user}'s device"
         certificate = proto.DeviceCertificate(
             org=ctx.config.organisation.name,
@@ -216,6 +203,9 @@ class Api:
                 "the activation code was used or withdrawn meanwhile",
             ) from exc
         ctx.metrics.activations.labels("ok").inc()
+        await ctx.fleet.audit.record(
+            f"device:{device_id}", "device.activate", session.user, {"name": name[:100]}
+        )
         grant = proto.ActivationGrant(
             org=ctx.config.organisation.name,
             authority_key=ctx.authority.public.raw,
@@ -225,8 +215,33 @@ class Api:
             proto.ActivationFinished(sealed=keys.seal_grant(proto.encode(grant)))
         )
 
+    async def _activation_allowed(self, user: str) -> None:
+        """A disabled user gets no device; policy may cap devices per user."""
+        ctx = self.ctx
+        if await ctx.store.disabled_record(user) is not None:
+            await ctx.fleet.audit.record(
+                "system", "activation.refused", user, {"reason": "user disabled"}
+            )
+            raise ApiRefusal(403, _E.USER_DISABLED, "this user has been disabled by IT")
+        cap = (await ctx.fleet.rules_for(user)).max_devices_per_user
+        if cap is not None:
+            active = [d for d in await ctx.store.list_devices(user) if not d.revoked_at]
+            if len(active) >= cap:
+                await ctx.fleet.audit.record(
+                    "system", "activation.refused", user, {"reason": "device limit"}
+                )
+                raise ApiRefusal(
+                    403,
+                    _E.POLICY_VIOLATION,
+                    f"the organisation's policy allows {cap} devices per user and "
+                    f"{user} has {len(active)}: ask IT to revoke one first",
+                )
+
     async def _wrong_code(self, session: ActivationRow) -> None:
         self.ctx.metrics.activations.labels("wrong_code").inc()
+        await self.ctx.fleet.audit.record(
+            "system", "activation.failed", session.user, {"reason": "wrong code"}
+        )
         if session.code_id is None or session.reason is not None:
             await self._dead_code(session.reason)
         tries = self.ctx.config.limits.code_tries
@@ -280,8 +295,13 @@ class Api:
                 404, _E.NOT_FOUND, f"no user {user!r} in this organisation"
             )
         rows = await self.ctx.store.list_devices(user)
+        record = await self.ctx.store.disabled_record(user)
         return json_response(
-            proto.UserDevices(user=user, devices=[device_entry(r) for r in rows])
+            proto.UserDevices(
+                user=user,
+                devices=[device_entry(r) for r in rows],
+                disabled=None if record is None else _signed(record),
+            )
         )
 
     async def device_keys(self, request: Request) -> Response:
@@ -385,77 +405,76 @@ class Api:
 
     async def admin_users(self, request: Request) -> Response:
         authenticate_admin(self.ctx, request)
-        store = self.ctx.store
         if request.method == "POST":
             add = proto.decode_json(await read_body(request), proto.UserAdd)
-            try:
-                row = await store.add_user(add.user, add.name, self.ctx.clock())
-            except ConflictError as exc:
-                raise ApiRefusal(
-                    409, _E.CONFLICT, f"user {add.user!r} exists already"
-                ) from exc
             return json_response(
-                proto.UserInfo(row.user, row.name, iso(row.created_at) or "", 0)
+                await self.ctx.fleet.add_user(add.user, add.name, "admin")
             )
-        devices = await store.list_devices()
-        counts: dict[str, int] = {}
-        for d in devices:
-            if d.revoked_at is None:
-                counts[d.user] = counts.get(d.user, 0) + 1
-        users = await store.list_users()
-        return json_response(
-            [
-                proto.UserInfo(
-                    u.user, u.name, iso(u.created_at) or "", counts.get(u.user, 0)
-                )
-                for u in users
-            ]
-        )
+        return json_response(await self.ctx.fleet.users())
 
     async def admin_code(self, request: Request) -> Response:
         authenticate_admin(self.ctx, request)
-        user = request.path_params["user"]
         body = await read_body(request)
         ask = proto.decode_json(body or b"{}", proto.CodeRequest)
-        code = crypto.generate_code()
-        now = self.ctx.clock()
-        ttl = ask.ttl_seconds or self.ctx.config.limits.code_ttl_seconds
-        expires = now + ttl * 1000
-        try:
-            await self.ctx.store.add_code(
-                secrets.token_urlsafe(12),
-                user,
-                crypto.code_password(code),
-                now,
-                expires,
-            )
-        except NotFoundError as exc:
-            raise ApiRefusal(
-                404, _E.NOT_FOUND, f"no user {user!r}: add the user first"
-            ) from exc
-        return json_response(
-            proto.CodeIssued(user=user, code=code, expires_at=iso(expires) or "")
+        issued = await self.ctx.fleet.issue_code(
+            request.path_params["user"], ask.ttl_seconds, "admin"
         )
+        return json_response(issued)
+
+    async def admin_disable(self, request: Request) -> Response:
+        authenticate_admin(self.ctx, request)
+        user = request.path_params["user"]
+        return json_response(await self.ctx.fleet.disable_user(user, "admin"))
 
     async def admin_devices(self, request: Request) -> Response:
         authenticate_admin(self.ctx, request)
-        user = request.query_params.get("user")
-        rows = await self.ctx.store.list_devices(user)
-        return json_response([device_info(r) for r in rows])
+        return json_response(
+            await self.ctx.fleet.devices(request.query_params.get("user"))
+        )
 
     async def admin_revoke(self, request: Request) -> Response:
         authenticate_admin(self.ctx, request)
         device_id = request.path_params["device_id"]
-        ctx = self.ctx
-        existing = await ctx.store.get_device(device_id)
-        if existing is None:
-            raise ApiRefusal(404, _E.NOT_FOUND, f"no device {device_id!r}")
-        now = ctx.clock()
-        revocation = ctx.authority.sign_revocation(
-            proto.Revocation(
-                org=ctx.config.organisation.name, device_id=device_id, revoked_at=now
-            )
+        return json_response(await self.ctx.fleet.revoke(device_id, "admin"))
+
+    async def admin_wipe(self, request: Request) -> Response:
+        authenticate_admin(self.ctx, request)
+        device_id = request.path_params["device_id"]
+        return json_response(await self.ctx.fleet.order_wipe(device_id, "admin"))
+
+    async def admin_policy(self, request: Request) -> Response:
+        authenticate_admin(self.ctx, request)
+        fleet = self.ctx.fleet
+        if request.method == "POST":
+            change = proto.decode_json(await read_body(request), proto.PolicySet)
+            return json_response(await fleet.set_policy(change, "admin"))
+        return json_response(await fleet.policy_view(request.query_params.get("user")))
+
+    async def admin_policy_history(self, request: Request) -> Response:
+        authenticate_admin(self.ctx, request)
+        return json_response(await self.ctx.fleet.policy_history())
+
+    async def admin_audit(self, request: Request) -> Response:
+        authenticate_admin(self.ctx, request)
+        since = request.query_params.get("since")
+        if since is not None and not since.isdigit():
+            raise ApiRefusal(400, _E.BAD_REQUEST, "since is milliseconds since 1970")
+        return json_response(
+            await self.ctx.fleet.audit_entries(int(since) if since else None)
         )
-        row = await ctx.store.revoke_device(device_id, proto.encode(revocation), now)
-        await ctx.bus.publish("revoked", [device_id])
-        return json_response(device_info(row))
+
+    async def admin_audit_verify(self, request: Request) -> Response:
+        authenticate_admin(self.ctx, request)
+        count, problems = await self.ctx.fleet.audit.verify()
+        return json_response(proto.AuditVerdict(entries=count, problems=problems))
+
+    # --- a device's own view of IT's orders ----------------------------------------------
+
+    async def policy(self, request: Request) -> Response:
+        device = await self._device(request)
+        signed = await self.ctx.fleet.signed_policy(device.user)
+        return json_response(proto.PolicyFetch(None if signed is None else signed[1]))
+
+
+def _signed(data: bytes) -> proto.Signed:
+    return msgspec.msgpack.decode(data, type=proto.Signed)

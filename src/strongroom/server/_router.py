@@ -5,6 +5,7 @@ Rules:
 1. A stream attaches after its handshake and detaches when it ends.  The router holds one
    bus subscription per device that has a stream here, so a wake-up from another node
    (``deliver``) or a revocation (``revoked``) reaches every stream of that device.
+   ``control`` (IT changed the device's policy) reaches the stream's own handler.
 2. ``committed`` is called only after the store committed the rows.  It hands each row to
    the recipient's streams here (``Deliveries.push``) in the order the store numbered
    them, at once.
@@ -29,14 +30,14 @@ __all__ = ["Router"]
 
 log = logging.getLogger("strongroom.server")
 
-Revoke = Callable[[], None]
+OnEvent = Callable[[BusEvent], None]
 
 
 class _Device:
     __slots__ = ("streams", "subscription")
 
     def __init__(self) -> None:
-        self.streams: dict[Deliveries, Revoke] = {}
+        self.streams: dict[Deliveries, OnEvent] = {}
         self.subscription: Subscription | None = None
 
 
@@ -51,16 +52,17 @@ class Router:
         self._waking: asyncio.Task[None] | None = None
 
     def attach(
-        self, device_id: str, deliveries: Deliveries, revoke: Revoke
+        self, device_id: str, deliveries: Deliveries, on_event: OnEvent
     ) -> Callable[[], None]:
-        """Route the device's rows, wake-ups and revocation here; returns the detach."""
+        """Route the device's rows and wake-ups to ``deliveries``, and its other events
+        (``revoked``, ``control``) to ``on_event``; returns the detach."""
         device = self._devices.get(device_id)
         if device is None:
             device = self._devices[device_id] = _Device()
             device.subscription = self._bus.subscribe(
                 device_id, lambda event: self._on_bus(device_id, event)
             )
-        device.streams[deliveries] = revoke
+        device.streams[deliveries] = on_event
 
         def detach() -> None:
             device.streams.pop(deliveries, None)
@@ -75,11 +77,11 @@ class Router:
         device = self._devices.get(device_id)
         if device is None:
             return
-        for deliveries, revoke in list(device.streams.items()):
-            if event == "revoked":
-                revoke()
-            else:
+        for deliveries, on_event in list(device.streams.items()):
+            if event == "deliver":
                 deliveries.wake()
+            else:
+                on_event(event)
 
     def committed(self, rows: Sequence[tuple[str, InboxRow]]) -> None:
         """Rows the store committed, as (device, row): deliver here, wake elsewhere."""

@@ -21,7 +21,12 @@ Rules:
 5. Acknowledgements are written behind the stream's back: at most one store ``ack`` is in
    flight per stream, carrying the highest ``upto`` received meanwhile.  An ack that does
    not reach the store costs a redelivery (at-least-once), never a message.
-6. A broken rule ends this connection alone, with an ``Error`` frame and a close code; the
+6. IT's orders (``_fleet``): right after ``Welcome`` the device gets the signed policy in
+   force for its user, and again whenever IT changes it (bus ``control``); it answers
+   ``Enforcing``.  A device with a pending wipe order is let in (though revoked) for
+   the order alone: no deliveries, sends refused; it answers ``Wiped``.  A wipe ordered
+   while the device is connected reaches it at once.
+7. A broken rule ends this connection alone, with an ``Error`` frame and a close code; the
    text of an internal error never reaches the device.
 """
 
@@ -76,6 +81,9 @@ class _Session:
         self.ack_wanted = 0
         self.ack_writing: asyncio.Future[None] | None = None
         self._gone: asyncio.Future[None] | None = None  # the open stream's end
+        self.policy_sent = 0  # version of the last policy sent on this stream
+        self.wipe_only = False  # rule 6: the device is here for its wipe order
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def emit(self, frame: proto.ServerFrame) -> None:
         """Encode, check and write one frame (rule 1); nothing once the stream closed."""
@@ -104,6 +112,47 @@ class _Session:
         self.end(
             RemoteProtocolError("this device has been revoked by IT", "device_revoked")
         )
+
+    def on_event(self, event: str) -> None:
+        """A bus event other than ``deliver`` for this device (rule 6)."""
+        if event == "revoked":
+            self.deliveries.close()  # rule 2, before anything is read
+            self._spawn(self._revoked())
+        elif event == "control" and not self.wipe_only:
+            self._spawn(self.send_policy())
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.end(task.exception() or RuntimeError())
+
+    async def _revoked(self) -> None:
+        """Revoked while connected: a wipe order goes out at once, else the stream ends."""
+        assert self.device is not None
+        if await self.send_wipe(self.device.device_id):
+            return
+        self.revoke()
+
+    async def send_wipe(self, device_id: str) -> bool:
+        order = await self.ctx.fleet.wipe_order_for(device_id)
+        if order is None:
+            return False
+        self.wipe_only = True
+        self.deliveries.close()
+        self.emit(proto.Control(kind="wipe", item=order))
+        return True
+
+    async def send_policy(self) -> None:
+        assert self.device is not None
+        signed = await self.ctx.fleet.signed_policy(self.device.user)
+        if signed is not None and signed[0] > self.policy_sent and not self.wipe_only:
+            self.policy_sent = signed[0]
+            self.emit(proto.Control(kind="policy", item=signed[1]))
 
     # --- handshake ----------------------------------------------------------------------
 
@@ -137,9 +186,11 @@ class _Session:
                 "challenge signature does not verify", "auth_failed"
             ) from exc
         if device.revoked_at is not None:
-            raise RemoteProtocolError(
-                "this device has been revoked by IT", "device_revoked"
-            )
+            if await self.ctx.fleet.wipe_order_for(device.device_id) is None:
+                raise RemoteProtocolError(
+                    "this device has been revoked by IT", "device_revoked"
+                )
+            self.wipe_only = True  # rule 6
         now = self.ctx.clock()
         await self.ctx.store.touch_device(device.device_id, now, hello.client_version)
         self.emit(
@@ -177,11 +228,30 @@ class _Session:
                 self.deliveries.pump()
             elif isinstance(frame, proto.Ping):
                 self.emit(proto.Pong(n=frame.n))
+            elif isinstance(frame, proto.Enforcing):
+                self._spawn(
+                    self.ctx.fleet.enforcing(device.device_id, frame.policy_version)
+                )
+            elif isinstance(frame, proto.Wiped):
+                self._spawn(self._wiped(device, frame.ordered_at))
         except Exception as exc:
             self.end(exc)
 
+    async def _wiped(self, device: DeviceRow, ordered_at: int) -> None:
+        await self.ctx.fleet.wipe_confirmed(device.device_id, ordered_at)
+        self.end(_Closed())
+
     def _accept(self, device: DeviceRow, send: proto.Send | proto.SendShared) -> None:
         """Hand a send to the store; ``_accepted`` answers it once committed (rule 3)."""
+        if self.wipe_only:
+            self.emit(
+                proto.Error(
+                    code=_E.DEVICE_REVOKED,
+                    detail="this device has been revoked by IT",
+                    ref=send.id,
+                )
+            )
+            return
         store = self.ctx.store
         at = self.ctx.clock()
         try:
@@ -303,6 +373,8 @@ class _Session:
         """
         self.deliveries.close()
         await self.deliveries.wait_reader()
+        for task in list(self._tasks):
+            task.cancel()
         while self.sends or self.ack_writing is not None:
             pending: list[asyncio.Future[Any]] = [*self.sends]
             if self.ack_writing is not None:
@@ -345,9 +417,13 @@ class StreamHandler:
             device = await session.handshake()
             session.device = device
             detach = self.ctx.router.attach(
-                device.device_id, session.deliveries, session.revoke
+                device.device_id, session.deliveries, session.on_event
             )
-            session.deliveries.pump()  # connected: read the store from the start
+            if session.wipe_only:
+                await session.send_wipe(device.device_id)
+            else:
+                await session.send_policy()
+                session.deliveries.pump()  # connected: read the store from the start
             self.ctx.metrics.connected.inc()
             try:
                 await session.serve(device)

@@ -1,7 +1,8 @@
 """Wake-ups between the parts of the server that store envelopes and those that deliver them.
 
 A ``Bus`` carries no message content, only "device X has something new" (``deliver``) and
-"device X was revoked" (``revoked``).  A stream that hears ``deliver`` reads the store, so a
+"device X was revoked" (``revoked``) and "IT has news for device X" (``control``: a
+policy change; the stream reads the signed policy from the store).  A stream that hears ``deliver`` reads the store, so a
 lost wake-up delays a message until the next one or the device's next connection; it never
 loses it.  Envelopes committed on this node reach this node's streams without the bus
 (``server._router``), which then wakes only the other nodes (``here=False``).

@@ -7,7 +7,7 @@ from typing import Literal
 
 __all__ = ["BusEvent", "Listener", "LocalBus"]
 
-BusEvent = Literal["deliver", "revoked"]
+BusEvent = Literal["deliver", "revoked", "control"]
 Listener = Callable[[BusEvent], None]
 
 

@@ -37,7 +37,11 @@ __all__ = ["NatsBus"]
 
 log = logging.getLogger("strongroom.server.bus")
 
-_EVENTS: dict[bytes, BusEvent] = {b"deliver": "deliver", b"revoked": "revoked"}
+_EVENTS: dict[bytes, BusEvent] = {
+    b"deliver": "deliver",
+    b"revoked": "revoked",
+    b"control": "control",
+}
 _RETRY_S = 0.5
 
 
@@ -155,6 +159,7 @@ class NatsBus:
     def _wake_all(self) -> None:
         for device_id in list(self._local.devices()):
             self._local.dispatch("deliver", device_id)
+            self._local.dispatch("control", device_id)
 
     # --- subscriptions ------------------------------------------------------------------
 

@@ -135,6 +135,40 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (blob_id, sender, envelope_id)
         )""",
     ],
+    # 4: fleet control.  The audit log (authority-signed, hash-chained entries appended by
+    # compare-and-set on seq), the history of policy changes (the organisation's rules and
+    # per-user overrides, one row per change, version growing across both), what each
+    # device enforces and its wipe state, and the signed records of disabled users.
+    [
+        """CREATE TABLE audit_log (
+            seq BIGINT PRIMARY KEY,
+            entry {blob} NOT NULL,
+            hash {blob} NOT NULL,
+            at BIGINT NOT NULL
+        )""",
+        """CREATE TABLE policy_changes (
+            version BIGINT PRIMARY KEY,
+            user_id TEXT,
+            key TEXT NOT NULL,
+            value TEXT,
+            cleared INTEGER NOT NULL DEFAULT 0,
+            at BIGINT NOT NULL,
+            actor TEXT NOT NULL
+        )""",
+        """CREATE TABLE device_fleet (
+            device_id TEXT PRIMARY KEY,
+            policy_version BIGINT,
+            policy_at BIGINT,
+            wipe_order {blob},
+            wipe_ordered_at BIGINT,
+            wiped_at BIGINT
+        )""",
+        """CREATE TABLE disabled_users (
+            user_id TEXT PRIMARY KEY,
+            record {blob} NOT NULL,
+            at BIGINT NOT NULL
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

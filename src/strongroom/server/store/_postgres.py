@@ -43,6 +43,7 @@ from strongroom.errors import (
     StoreError,
 )
 
+from ._fleet import FleetQueries
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 from ._pg_batch import DRIVER_ERRORS as _DRIVER_ERRORS
 from ._pg_batch import UNREACHABLE as _UNREACHABLE
@@ -213,7 +214,13 @@ class _Target:
         self.lock_key = int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PostgresStore:
+def _numbered(sql: str) -> str:
+    """Portable ``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+    count = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+class PostgresStore(FleetQueries):
     """``Store`` on a PostgreSQL database, in the schema the URL's ``schema=`` names.
 
     Raises ``ConfigError`` for a malformed schema name; connects only in ``open``.
@@ -337,6 +344,14 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._read(lambda c: c.fetchval("SELECT 1"))
+
+    async def _sql_rows(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        query = _numbered(sql)
+        return await self._read(lambda c: c.fetch(query, *args))
+
+    async def _sql_exec(self, sql: str, args: tuple[Any, ...]) -> None:
+        query = _numbered(sql)
+        await self._statement(lambda c: c.execute(query, *args))
 
     async def schema_version(self) -> int:
         return self._version

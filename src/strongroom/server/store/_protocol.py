@@ -26,11 +26,14 @@ from typing import Protocol
 from ._rows import (
     AcceptResult,
     ActivationRow,
+    AuditRecord,
     BlobRow,
     CodeRow,
     DeviceRow,
+    FleetRow,
     GroupChangeRow,
     InboxRow,
+    PolicyChangeRow,
     StoredKey,
     UserRow,
 )
@@ -220,3 +223,39 @@ class Store(Protocol):
         self, group_id: str, after: int, limit: int
     ) -> list[GroupChangeRow]:
         """The group's entries with seq > ``after``, in seq order."""
+
+    # fleet control (``_fleet``: portable SQL shared by both backends) ---------------------
+    async def audit_head(self) -> tuple[int, bytes] | None:
+        """The last audit entry's (seq, hash); None for an empty log."""
+
+    async def append_audit(self, record: AuditRecord) -> None:
+        """Compare-and-set: raises ``ConflictError`` if ``record.seq`` is taken."""
+
+    async def audit_records(
+        self, after: int = -1, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Entries with seq > ``after``, in order."""
+
+    async def add_policy_change(self, row: PolicyChangeRow) -> None:
+        """Compare-and-set: raises ``ConflictError`` if ``row.version`` is taken."""
+
+    async def policy_changes(self) -> list[PolicyChangeRow]:
+        """Every policy change, oldest first."""
+
+    async def fleet_row(self, device_id: str) -> FleetRow | None: ...
+
+    async def fleet_rows(self) -> dict[str, FleetRow]: ...
+
+    async def set_enforced(self, device_id: str, version: int, at: int) -> None:
+        """The device enforces policy ``version`` now; an older report changes nothing."""
+
+    async def order_wipe(self, device_id: str, order: bytes, at: int) -> None: ...
+
+    async def wipe_done(self, device_id: str, at: int) -> None: ...
+
+    async def disable_user(self, user: str, record: bytes, at: int) -> None:
+        """Keep the signed record; raises ``ConflictError`` if there is one already."""
+
+    async def disabled_users(self) -> dict[str, tuple[bytes, int]]: ...
+
+    async def disabled_record(self, user: str) -> bytes | None: ...

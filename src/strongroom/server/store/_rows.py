@@ -7,11 +7,14 @@ import msgspec
 __all__ = [
     "AcceptResult",
     "ActivationRow",
+    "AuditRecord",
     "BlobRow",
     "CodeRow",
     "DeviceRow",
+    "FleetRow",
     "GroupChangeRow",
     "InboxRow",
+    "PolicyChangeRow",
     "StoredKey",
     "UserRow",
 ]
@@ -120,3 +123,37 @@ class BlobRow(msgspec.Struct, frozen=True):
     completed_at: int | None
     touched_at: int
     orphaned_at: int | None = None
+
+
+class AuditRecord(msgspec.Struct, frozen=True):
+    """One stored audit entry: its position, the signed bytes and their hash."""
+
+    seq: int
+    entry: bytes  # msgpack of proto.Signed
+    hash: bytes
+    at: int
+
+
+class PolicyChangeRow(msgspec.Struct, frozen=True):
+    """One change of policy: ``user`` None for the organisation's rules, else that
+    user's override; ``value`` is JSON (None with ``cleared``: the override removed)."""
+
+    version: int
+    user: str | None
+    key: str
+    value: str | None
+    at: int
+    actor: str
+    cleared: bool = False
+
+
+class FleetRow(msgspec.Struct, frozen=True):
+    """What IT knows of a device beyond its keys: the policy it reported enforcing and
+    its wipe order, if any."""
+
+    device_id: str
+    policy_version: int | None = None
+    policy_at: int | None = None
+    wipe_order: bytes | None = None  # msgpack of proto.Signed
+    wipe_ordered_at: int | None = None
+    wiped_at: int | None = None

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from strongroom.errors import ConflictError, NotFoundError, SchemaError, StoreError
 
+from ._fleet import FleetQueries
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 from ._rows import (
     AcceptResult,
@@ -114,7 +115,7 @@ def _code(row: tuple[Any, ...]) -> CodeRow:
 _CODE_COLUMNS = "code_id, user_id, password, created_at, expires_at, failures, state"
 
 
-class SqliteStore:
+class SqliteStore(FleetQueries):
     """``Store`` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -217,6 +218,12 @@ class SqliteStore:
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def _sql_rows(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        return await self._read(lambda c: c.execute(sql, args).fetchall())
+
+    async def _sql_exec(self, sql: str, args: tuple[Any, ...]) -> None:
+        await self._write(lambda c: c.execute(sql, args) and None)
 
     async def schema_version(self) -> int:
         return self._version
