@@ -18,7 +18,10 @@ One root, so that a caller can catch "anything Strongroom refused" in one place:
     ├── ConfigError                 a data directory or device home is missing or malformed
     └── ClientError                 the device SDK cannot do what was asked
         ├── NotActivatedError       the device home holds no activated device
-        └── ServerRefusedError      the server answered with an error code
+        ├── ServerRefusedError      the server answered with an error code
+        ├── PasscodeRequiredError   the device store is protected and no passcode was given
+        ├── WrongPasscodeError      the passcode did not open the device store
+        └── DeviceWipedError        the device was wiped (wrong passcodes, or IT's order)
 
 Foreign exceptions (vodozemac, sqlite3, cryptography, spake2) are mapped to these at the
 one place where they enter, with ``raise ... from``.  Messages are written for the person
@@ -35,9 +38,11 @@ __all__ = [
     "ConflictError",
     "CryptoError",
     "DecryptionError",
+    "DeviceWipedError",
     "LocalProtocolError",
     "NotActivatedError",
     "NotFoundError",
+    "PasscodeRequiredError",
     "ProtocolError",
     "RemoteProtocolError",
     "SchemaError",
@@ -45,6 +50,7 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "StrongroomError",
+    "WrongPasscodeError",
 ]
 
 
@@ -140,3 +146,49 @@ class ServerRefusedError(ClientError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class PasscodeRequiredError(ClientError):
+    """The device store is protected by a passcode and none was given.
+
+    Give the passcode (the command line reads ``STRONGROOM_PASSCODE``, or asks for it at a
+    terminal).  Nothing was counted: asking without a passcode is not a wrong try.
+    """
+
+
+class WrongPasscodeError(ClientError):
+    """The passcode did not open the device store.
+
+    The try was counted; ``tries_left`` says how many more wrong passcodes the device
+    accepts before it wipes itself.  Check the passcode and try again.
+    """
+
+    def __init__(self, message: str, tries_left: int) -> None:
+        super().__init__(message)
+        self.tries_left = tries_left
+
+
+class DeviceWipedError(ClientError):
+    """The device was wiped: its store and key are gone, and nothing can be recovered.
+
+    ``reason`` says why (too many wrong passcodes, a wipe order from IT) and ``at_ms`` when
+    (Unix milliseconds).  Ask IT for a new activation code and activate the device again.
+    """
+
+    def __init__(self, message: str, reason: str, at_ms: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.at_ms = at_ms
+
+
+class OrderRefusedError(ClientError):
+    """An order said to come from IT (a policy, a wipe order) was refused.
+
+    It was not signed by the organisation's authority, was meant for another device,
+    user or organisation, or is older than what the device enforces (a replay).  The
+    device keeps enforcing what it had; the sentence says which rule failed.
+    """
+
+
+class PolicyViolationError(ClientError):
+    """The organisation's policy does not allow this (a file too large, an old client)."""

@@ -85,7 +85,7 @@ class ChatApp(App[None]):
 
     ``clock`` (ms), ``tz`` and ``rand`` (the reconnection jitter) are injected by tests
     for stable screenshots; ``backoff`` sets how fast it reconnects; ``downloads`` is
-    where received files are offered to be saved.
+    where received files are offered to be saved; ``passcode`` opens a protected store.
     """
 
     TITLE = "Strongroom"
@@ -136,9 +136,13 @@ class ChatApp(App[None]):
         backoff: Backoff | None = None,
         rand: Callable[[], float] | None = None,
         downloads: Path | None = None,
+        passcode: str | None = None,
     ) -> None:
         super().__init__()
-        self.client = Client(home) if clock is None else Client(home, clock)
+        if clock is None:
+            self.client = Client(home, passcode=passcode)
+        else:
+            self.client = Client(home, clock, passcode=passcode)
         if rand is None:
             self.session = Session(self.client, backoff=backoff)
         else:

@@ -6,6 +6,7 @@ from strongroom.errors import StrongroomError
 
 from ._common import fail
 from ._device import HomeOpt
+from ._passcode import passcode_for
 
 __all__ = ["chat"]
 
@@ -18,7 +19,7 @@ def chat(home: HomeOpt) -> None:
     except ImportError as exc:
         fail(f"the chat app needs Textual, which is missing: {exc.name}")
     try:
-        app = ChatApp(home)
+        app = ChatApp(home, passcode=passcode_for(home))
     except StrongroomError as exc:
         fail(str(exc))
     app.run()

@@ -1,4 +1,4 @@
-"""Device-side commands: activate, info (messaging is in ``_messaging``)."""
+"""Device-side commands: activate, info, passcode (messaging is in ``_messaging``)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from typing import Annotated
 
 import typer
 
-from strongroom import client, crypto
+from strongroom import client, crypto, proto
 
 from ._common import console, err_console, run
+from ._passcode import enforce_passcode_policy, open_store, passcode_app
 
 __all__ = ["HomeOpt", "JsonOpt", "device_app", "show_warnings"]
 
 device_app = typer.Typer(help="This device: activation and identity.")
 HomeOpt = Annotated[Path, typer.Option("--home", help="the device's own directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON, one object a line")]
+device_app.add_typer(passcode_app, name="passcode")
 
 
 def show_warnings(warnings: list[str]) -> None:
@@ -43,6 +45,12 @@ def activate(
         f"activated device [bold]{done.device_id}[/] for {done.user} at {done.org}"
     )
     console.print(f"organisation authority fingerprint: {done.authority_fingerprint}")
+
+    async def policy() -> proto.PolicyRules:
+        async with client.Client(home) as c:
+            return await c.refresh_policy()
+
+    enforce_passcode_policy(home, run(policy()), None)
 
 
 @device_app.command("info")
@@ -74,4 +82,4 @@ def info(home: HomeOpt, as_json: JsonOpt = False) -> None:
 
 
 async def _open_store(home: Path) -> client.LocalStore:
-    return client.LocalStore.open(home)
+    return open_store(home)

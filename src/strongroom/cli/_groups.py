@@ -11,6 +11,7 @@ from strongroom import client, proto
 
 from ._common import console, fail, run
 from ._device import HomeOpt, JsonOpt, show_warnings
+from ._passcode import open_client
 
 __all__ = ["group_app"]
 
@@ -37,7 +38,7 @@ def create(
     users = [u.strip() for u in members.split(",") if u.strip()]
 
     async def go() -> str:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 return await c.create_group(name, users)
             finally:
@@ -54,7 +55,7 @@ def _change(home: HomeOpt, group: str, action: proto.GroupAction, user: str) -> 
     _check(group)
 
     async def go() -> client.GroupState:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 return await c.change_group(group, action, user)
             finally:
@@ -107,7 +108,7 @@ def list_groups(home: HomeOpt, as_json: JsonOpt = False) -> None:
     """The groups this device has verified."""
 
     async def go() -> list[client.GroupState]:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             view = c.groups.view
             return [s for g in view.groups() if (s := view.state(g)) is not None]
 
@@ -125,7 +126,7 @@ def show(home: HomeOpt, group: GroupArg, as_json: JsonOpt = False) -> None:
     _check(group)
 
     async def go() -> tuple[client.GroupState, list[tuple[int, str]]]:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 state = await c.sync_group(group)
                 history = []

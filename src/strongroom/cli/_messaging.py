@@ -14,6 +14,7 @@ from strongroom.client import Received
 
 from ._common import console, fail, parse_duration, run
 from ._device import HomeOpt, JsonOpt, show_warnings
+from ._passcode import open_client
 
 __all__ = ["edit", "listen", "react", "read", "receipts", "receive", "send", "timer"]
 
@@ -85,7 +86,7 @@ def send(
     expires_in = None if expires is None else parse_duration(expires)
 
     async def go() -> client.SendResult:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 if file is None:
                     content: proto.UserContent = proto.Text(text, replying)
@@ -195,7 +196,7 @@ def receive(
     """Fetch, decrypt, acknowledge and print what is waiting."""
 
     async def go() -> None:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 async for message in c.messages(wait):
                     await _print(c, message, as_json, save_dir)
@@ -209,7 +210,7 @@ def listen(home: HomeOpt, as_json: JsonOpt = False, save_dir: SaveOpt = None) ->
     """Stay connected and print messages as they arrive (Ctrl-C to stop)."""
 
     async def go() -> None:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             shown = 0
             async for message in c.messages(None):
                 show_warnings(c.warnings[shown:])
@@ -227,7 +228,7 @@ def read(
     wanted = [_message_id(i) for i in ids]
 
     async def go() -> int:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 return await c.mark_read(wanted)
             finally:
@@ -264,7 +265,7 @@ def _follow_up(
     home: Path, target: bytes, content: proto.UserContent, own: bool = False
 ) -> None:
     async def go() -> client.SendResult:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 original = c.store.get_message(target)
                 if original is None:
@@ -295,7 +296,7 @@ def timer(
     seconds = None if duration.strip().lower() == "off" else parse_duration(duration)
 
     async def go() -> client.SendResult:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             try:
                 return await c.set_timer(seconds, to_user=user, group=group)
             finally:
@@ -318,7 +319,7 @@ def receipts(
         fail("say on or off")
 
     async def go() -> str:
-        async with client.Client(home) as c:
+        async with open_client(home) as c:
             if group is not None:
                 conversation = proto.group_conversation(group)
             else:

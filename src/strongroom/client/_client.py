@@ -25,6 +25,10 @@ from websockets.asyncio.client import ClientConnection
 from strongroom import proto
 from strongroom.errors import (
     ClientError,
+    CryptoError,
+    DeviceWipedError,
+    OrderRefusedError,
+    PolicyViolationError,
     RemoteProtocolError,
     ServerRefusedError,
 )
@@ -39,7 +43,9 @@ from ._groups import (
     next_change,
     sign_change,
 )
+from ._policy import accept_policy, accept_wipe, rules_in_force, version_at_least
 from ._store import LocalStore, Peer
+from ._wipe import wipe_home, wiped
 
 __all__ = ["CLIENT_VERSION", "Client", "SendResult", "http_error", "tls_context"]
 
@@ -78,11 +84,21 @@ class SendResult(msgspec.Struct, frozen=True):
 
 
 class Client:
-    """An activated device, connected on demand.  Use as ``async with Client(home) as c``."""
+    """An activated device, connected on demand.  Use as ``async with Client(home) as c``.
 
-    def __init__(self, home: Path, clock: Callable[[], int] = wall_clock_ms) -> None:
+    ``passcode`` opens a store protected by one; see ``LocalStore.open`` for what opening
+    raises (a wiped device, a missing or wrong passcode).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        clock: Callable[[], int] = wall_clock_ms,
+        *,
+        passcode: str | None = None,
+    ) -> None:
         self.home = home
-        self.store = LocalStore.open(home)
+        self.store = LocalStore.open(home, passcode)
         self.device = Device(self.store, clock)
         ca = self.store.get_meta("ca")
         self._tls = tls_context(ca.decode() if ca else None)
@@ -97,6 +113,7 @@ class Client:
         #: Deliveries read while waiting for an ``Accepted``: ``messages`` handles them
         #: first, so none is acknowledged unseen.
         self._held: list[proto.Deliver] = []
+        self._wiped = False  # IT's wipe order was obeyed: the store is gone
 
     async def __aenter__(self) -> Client:
         return self
@@ -174,8 +191,38 @@ class Client:
         return proto.decode_json(response.content, kind)
 
     async def directory(self, user: str) -> list[proto.DeviceEntry]:
+        """The server's list of ``user``'s devices (each verified by the caller).
+
+        A user IT disabled (a verified ``UserDisabled`` record) has no device to trust
+        any more, whatever the list says, and is out of every group from then on.
+        """
         found = await self._request("GET", f"/v1/keys/user/{user}", proto.UserDevices)
+        if found.disabled is not None:
+            try:
+                record = self.device.authority.verify_user_disabled(found.disabled)
+            except CryptoError:
+                self.device.warn(
+                    f"ignored a forged user-disabled record for {user} (the server may "
+                    "be tampering with the directory)"
+                )
+            else:
+                if record.org == self.device.org and record.user == user:
+                    if not self.is_disabled(user):
+                        self.store.set_meta(
+                            f"disabled:{user}", str(record.disabled_at).encode()
+                        )
+                        self.device.warn(
+                            f"{user} was disabled by IT: removed from every group, "
+                            "and nothing more is encrypted to their devices"
+                        )
+                    return []
+        if self.is_disabled(user):
+            return []  # a disabled user stays disabled whatever the server says now
         return found.devices
+
+    def is_disabled(self, user: str) -> bool:
+        """Whether IT disabled ``user`` (as a verified record told this device)."""
+        return self.store.get_meta(f"disabled:{user}") is not None
 
     async def _learn_sender(self, device_id: str) -> None:
         try:
@@ -238,7 +285,12 @@ class Client:
             raise RemoteProtocolError("the server did not welcome us")
         self.welcome = welcome
         if welcome.otk_count < _KEY_LOW_WATER:
-            await self.upload_keys()
+            try:
+                await self.upload_keys()
+            except ServerRefusedError as exc:
+                # revoked, yet let in: the stream carries IT's wipe order (``_policy``)
+                if exc.code != proto.ErrorCode.DEVICE_REVOKED:
+                    raise
         return welcome
 
     async def _send_frame(self, frame: proto.ClientFrame) -> None:
@@ -260,7 +312,92 @@ class Client:
         assert not isinstance(frame, proto.ClientFrame)
         if isinstance(frame, proto.Error) and frame.ref is None:
             raise ServerRefusedError(frame.detail, frame.code)
+        if isinstance(frame, proto.Control):
+            await self._on_control(frame)
+            return await self._next_frame(timeout)
         return frame
+
+    # --- IT's orders (``_policy``) ------------------------------------------------------
+
+    async def _on_control(self, control: proto.Control) -> None:
+        """Enforce a verified policy and say so; obey a verified wipe order."""
+        try:
+            if control.kind == "policy":
+                policy, new = accept_policy(self.store, control.item)
+            else:
+                order = accept_wipe(self.store, control.item)
+        except OrderRefusedError as exc:
+            self.device.warn(str(exc))
+            return
+        if control.kind == "policy":
+            if new:
+                self.purge()
+            await self._send_frame(proto.Enforcing(policy_version=policy.version))
+            return
+        # The confirmation goes first (the key that signs the stream is about to go);
+        # the wipe happens whether or not it reached the server.
+        with contextlib.suppress(ClientError):
+            await self._send_frame(proto.Wiped(ordered_at=order.ordered_at))
+        await self.disconnect()
+        self.store.close()
+        self._wiped = True
+        now = self.device.clock()
+        wipe_home(self.home, "ordered by IT", now)
+        record = wiped(self.home)
+        raise DeviceWipedError(
+            record.sentence() if record else "this device was wiped by IT",
+            "ordered by IT",
+            now,
+        )
+
+    async def refresh_policy(self) -> proto.PolicyRules:
+        """Fetch the policy for this device's user over HTTP (after activation, before
+        any stream); a refused one is a warning, as on the stream."""
+        fetched = await self._request("GET", "/v1/policy", proto.PolicyFetch)
+        if fetched.policy is not None:
+            try:
+                _, new = accept_policy(self.store, fetched.policy)
+            except OrderRefusedError as exc:
+                self.device.warn(str(exc))
+            else:
+                if new:
+                    self.purge()
+        return self.rules
+
+    @property
+    def rules(self) -> proto.PolicyRules:
+        """The policy rules this device enforces now."""
+        return rules_in_force(self.store)
+
+    def purge(self) -> int:
+        """Delete what policy and disappearing timers say must go; returns how many."""
+        now = self.device.clock()
+        days = self.rules.retention_days
+        return self.store.purge_expired(
+            now, None if days is None else now - days * 86_400_000
+        )
+
+    def check_sending(self) -> None:
+        """Raises ``PolicyViolationError`` when policy bars this client from sending."""
+        need = self.rules.min_client_version
+        if need is not None and not version_at_least(CLIENT_VERSION, need):
+            raise PolicyViolationError(
+                f"the organisation's policy needs client version {need} or newer to "
+                f"send; this is {CLIENT_VERSION}: update Strongroom"
+            )
+
+    def check_attachment(self, size: int) -> None:
+        """Raises ``PolicyViolationError`` for a file the policy does not allow."""
+        rules = self.rules
+        if not rules.attachments_allowed:
+            raise PolicyViolationError(
+                "the organisation's policy does not allow attachments"
+            )
+        if rules.max_attachment_bytes is not None and size > rules.max_attachment_bytes:
+            raise PolicyViolationError(
+                f"the file is {size:,} bytes; the organisation's policy allows "
+                f"attachments up to {rules.max_attachment_bytes:,} bytes"
+            )
 
     # --- verbs ------------------------------------------------------------------------------
 
@@ -323,8 +460,11 @@ class Client:
         return await self._ensure_sessions(self.device.recipients(entries, wanted))
 
     def _expiry(self, conversation: str, expires_in: int | None) -> int | None:
+        self.check_sending()
         if expires_in is None:
             expires_in, _ = self.store.conversation_settings(conversation)
+        if expires_in is None:
+            expires_in = self.rules.default_timer_seconds
         return None if expires_in is None else self.device.clock() + expires_in * 1000
 
     async def _deliver_own(self, message_id: bytes, devices: list[str]) -> SendResult:
@@ -481,7 +621,7 @@ class Client:
         state = await self.sync_group(group)
         listed: dict[str, list[str]] = {}
         for user in sorted(state.members):
-            entries = await self.directory(user)
+            entries = await self.directory(user)  # [] for a disabled user
             peers = self.device.recipients(entries, {user})
             listed[user] = [p.device_id for p in peers]
         return self.groups.recipients(group, listed)
@@ -509,6 +649,8 @@ class Client:
         """Send read receipts for these messages (where the conversation allows them);
         returns how many receipts went out."""
         by_sender: dict[tuple[str, str], list[bytes]] = {}
+        if not self.rules.read_receipts_allowed:
+            return 0  # the organisation's policy turned read receipts off
         for message_id in message_ids:
             message = self.store.get_message(message_id)
             if message is None or message.outgoing:
@@ -660,7 +802,7 @@ class Client:
         handled = 0
         deadline: float | None = None
         loop = asyncio.get_running_loop()
-        self.store.purge_expired(self.device.clock())
+        self.purge()
         try:
             while True:
                 if deadline is None and handled >= backlog and wait is not None:
@@ -683,7 +825,7 @@ class Client:
                         await self._send_due_receipts()
                     if on_idle is not None:
                         await on_idle()
-                    self.store.purge_expired(self.device.clock())
+                    self.purge()
                     if deadline is not None and loop.time() >= deadline:
                         return
                     continue
@@ -703,7 +845,11 @@ class Client:
         finally:
             # A bounded read ends here: a group message whose key never came is reported.
             # A standing connection (``wait=None``) keeps waiting across reconnects.
-            if wait is not None and self.store.pending("group-message"):
+            if (
+                wait is not None
+                and not self._wiped
+                and self.store.pending("group-message")
+            ):
                 self.groups.give_up_pending_messages()
 
     async def receive(self, wait: float) -> list[Received]:

@@ -3,8 +3,10 @@
 Rules:
 
 1. The whole database file is encrypted (SQLCipher 4: AES-256, HMAC-SHA512 per page) under
-   a 32-byte random key kept in ``device.key`` (mode 0600) beside it.  A later policy can
-   wrap that key under a passcode; nothing else changes.
+   a 32-byte random key kept in ``device.key`` (mode 0600) beside it: as hex, or wrapped
+   under a passcode (``_passcode``: Argon2id and AES-256-GCM).  The key itself never
+   changes, so setting or removing a passcode touches nothing else.  A wiped home
+   (``_wipe``) opens for nothing: every ``open`` says when and why it was wiped.
 2. vodozemac pickles are additionally encrypted by vodozemac under a key derived from the
    same secret (it insists on one), so an account never exists in plaintext on disk.
 3. Every change that belongs together commits together (``transaction()``): a decrypted
@@ -27,10 +29,12 @@ import sqlcipher3
 
 from strongroom.errors import ConfigError, NotActivatedError
 
-__all__ = ["LocalStore", "Peer", "StoredMessage"]
+from ._passcode import DEFAULT_MAX_TRIES, DEFAULT_MIN_LENGTH, KdfParams, new_key_file
+from ._passcode import is_protected as _is_protected
+from ._passcode import open_secret as _open_secret
+from ._wipe import DB_FILE, KEY_FILE, TRIES_FILE, WIPED_FILE, raise_if_wiped
 
-KEY_FILE = "device.key"
-DB_FILE = "device.db"
+__all__ = ["LocalStore", "Peer", "StoredMessage"]
 
 # Version 1: what the first release created (kept exactly; later versions alter it).
 _SCHEMA_V1 = [
@@ -195,9 +199,13 @@ def _message(r: Any) -> StoredMessage:
 class LocalStore:
     """Sync access to the encrypted device database.  One per device process."""
 
-    def __init__(self, home: Path, conn: Any, secret: bytes) -> None:
+    def __init__(
+        self, home: Path, conn: Any, secret: bytes, protected: bool = False
+    ) -> None:
         self.home = home
         self._conn = conn
+        #: Whether ``device.key`` is wrapped under a passcode (as it was when opened).
+        self.protected = protected
         self.pickle_key = hashlib.sha256(
             b"strongroom/v1/pickle-key\x00" + secret
         ).digest()
@@ -205,38 +213,62 @@ class LocalStore:
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, home: Path) -> LocalStore:
-        """Create a new, empty store in ``home``.  Raises ``ConfigError`` if one exists."""
+    def create(
+        cls,
+        home: Path,
+        passcode: str | None = None,
+        *,
+        min_length: int = DEFAULT_MIN_LENGTH,
+        max_tries: int = DEFAULT_MAX_TRIES,
+        kdf: KdfParams | None = None,
+    ) -> LocalStore:
+        """Create a new, empty store in ``home``, protected by ``passcode`` if given.
+
+        A home that was wiped may be used again; its wipe record goes.  Raises
+        ``ConfigError`` if a store exists, ``ClientError`` if the passcode is too short.
+        """
+        secret = secrets.token_bytes(32)
+        contents = new_key_file(
+            secret, passcode, min_length=min_length, max_tries=max_tries, params=kdf
+        )
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         key_path = home / KEY_FILE
         if key_path.exists() or (home / DB_FILE).exists():
             raise ConfigError(f"{home} already holds a device; use another --home")
-        secret = secrets.token_bytes(32)
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret.hex() + "\n")
-        return cls._open(home, secret)
+        with os.fdopen(fd, "wb") as f:
+            f.write(contents)
+            f.flush()
+            os.fsync(f.fileno())
+        (home / WIPED_FILE).unlink(missing_ok=True)
+        (home / TRIES_FILE).unlink(missing_ok=True)
+        return cls._open(home, secret, passcode is not None)
 
     @classmethod
-    def open(cls, home: Path) -> LocalStore:
-        """Open the store in ``home``.  Raises ``NotActivatedError`` if there is none."""
+    def open(cls, home: Path, passcode: str | None = None) -> LocalStore:
+        """Open the store in ``home``; ``passcode`` opens a protected one (and is
+        ignored by an unprotected one).
+
+        Raises ``DeviceWipedError``, ``NotActivatedError`` if there is no device,
+        ``PasscodeRequiredError``, ``WrongPasscodeError`` (counted: enough of them wipe
+        the device, and then ``DeviceWipedError``), ``ConfigError`` if it is damaged.
+        """
+        raise_if_wiped(home)
         key_path = home / KEY_FILE
         if not key_path.exists() or not (home / DB_FILE).exists():
             raise NotActivatedError(
                 f"no activated device in {home}: run `strongroom device activate` first"
             )
-        try:
-            secret = bytes.fromhex(key_path.read_text().strip())
-        except ValueError as exc:
-            raise ConfigError(f"{key_path} is damaged") from exc
-        store = cls._open(home, secret)
+        protected = _is_protected(home)
+        secret = _open_secret(home, passcode)
+        store = cls._open(home, secret, protected)
         if store.get_meta("device_id") is None:
             raise NotActivatedError(f"the device in {home} never finished activating")
         return store
 
     @classmethod
-    def _open(cls, home: Path, secret: bytes) -> LocalStore:
+    def _open(cls, home: Path, secret: bytes, protected: bool) -> LocalStore:
         conn = sqlcipher3.connect(str(home / DB_FILE), isolation_level=None)
         conn.execute(f"PRAGMA key = \"x'{secret.hex()}'\"")
         try:
@@ -246,7 +278,7 @@ class LocalStore:
             conn.close()
             raise ConfigError(f"{home / DB_FILE} does not open with its key") from exc
         os.chmod(home / DB_FILE, 0o600)
-        return cls(home, conn, secret)
+        return cls(home, conn, secret, protected)
 
     def close(self) -> None:
         self._conn.close()
@@ -465,12 +497,15 @@ class LocalStore:
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
-    def purge_expired(self, now: int) -> int:
-        """Delete messages past their expiry, with what hangs on them; returns how many."""
+    def purge_expired(self, now: int, sent_before: int | None = None) -> int:
+        """Delete messages past their expiry (and, with ``sent_before``, every message
+        sent before it: the policy's retention), with what hangs on them; returns how
+        many."""
         doomed = [
             bytes(r[0])
             for r in self._conn.execute(
-                "SELECT message_id FROM messages WHERE expires_at <= ?", (now,)
+                "SELECT message_id FROM messages WHERE expires_at <= ? OR sent_at < ?",
+                (now, -1 if sent_before is None else sent_before),
             ).fetchall()
         ]
         for message_id in doomed:

@@ -115,6 +115,7 @@ async def upload_file(
     """
     path = Path(path).resolve()
     st = _regular_file(path)
+    client.check_attachment(st.st_size)
     if not 1 <= piece <= proto.MAX_BLOB_PIECE:
         raise ClientError(f"a piece is 1..{proto.MAX_BLOB_PIECE} bytes")
     state = _transfers(client).get(str(path))
