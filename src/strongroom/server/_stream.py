@@ -373,8 +373,10 @@ class _Session:
         """
         self.deliveries.close()
         await self.deliveries.wait_reader()
-        for task in list(self._tasks):
-            task.cancel()
+        if self._tasks:  # IT's bookkeeping (a wipe confirmed, a policy enforced)
+            _, late = await asyncio.wait(list(self._tasks), timeout=5.0)
+            for task in late:
+                task.cancel()
         while self.sends or self.ack_writing is not None:
             pending: list[asyncio.Future[Any]] = [*self.sends]
             if self.ack_writing is not None:
