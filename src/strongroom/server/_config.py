@@ -2,7 +2,8 @@
 
 A data directory holds::
 
-    strongroom.toml    configuration (TOML): organisation, listen address, storage, limits
+    strongroom.toml    configuration (TOML): organisation, listen address, storage, limits,
+                       and the web console's password as an Argon2id hash only
     strongroom.db      the SQLite database (the embedded default)
     blobs/             attachment ciphertext, one file per blob (``[storage] blobs``)
     authority.pem      the organisation's Ed25519 authority key, mode 0600, never in the DB
@@ -16,16 +17,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
 
 import msgspec
+from argon2 import PasswordHasher
 
 from strongroom.crypto import AuthorityKey
 from strongroom.errors import ConfigError
 
-__all__ = ["Config", "DataDir", "init_data_dir"]
+__all__ = [
+    "MIN_ADMIN_PASSWORD",
+    "Config",
+    "DataDir",
+    "hash_admin_password",
+    "init_data_dir",
+]
+
+#: The shortest console password accepted, in characters.
+MIN_ADMIN_PASSWORD = 12
 
 
 class Organisation(msgspec.Struct, frozen=True):
@@ -52,6 +64,9 @@ class Storage(msgspec.Struct, frozen=True):
 
 class Admin(msgspec.Struct, frozen=True):
     token_sha256: str
+    #: The web console's password as an Argon2id hash (PHC string); None: the console
+    #: refuses every sign-in until ``strongroom admin password set`` sets one.
+    password_argon2: str | None = None
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -86,6 +101,22 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_admin_password(password: str) -> str:
+    """The Argon2id hash (argon2-cffi's defaults) kept in ``[admin] password_argon2``.
+
+    Raises ``ConfigError`` if the password is shorter than ``MIN_ADMIN_PASSWORD``.
+    """
+    if len(password) < MIN_ADMIN_PASSWORD:
+        raise ConfigError(
+            f"the console password needs at least {MIN_ADMIN_PASSWORD} characters"
+        )
+    return PasswordHasher().hash(password)
+
+
+_PASSWORD_LINE = re.compile(r"^password_argon2\s*=.*$", re.MULTILINE)
+_ADMIN_HEADER = re.compile(r"^\[admin\][ \t]*$", re.MULTILINE)
 
 
 class DataDir:
@@ -139,6 +170,32 @@ class DataDir:
             raise ConfigError(f"the admin credential {self.admin_token} is missing")
         return self.admin_token.read_text().strip()
 
+    def set_admin_password(self, password: str) -> None:
+        """Replace the console password's hash in the config, keeping the rest of the
+        file as written.  A running server reads it at its next start.
+
+        Raises ``ConfigError`` (no config, a password that is too short, or a config
+        that would not load afterwards).
+        """
+        self.load_config()
+        line = f"password_argon2 = {json.dumps(hash_admin_password(password))}"
+        text = self.config.read_text()
+        if _PASSWORD_LINE.search(text):
+            text = _PASSWORD_LINE.sub(lambda _: line, text, count=1)
+        elif (header := _ADMIN_HEADER.search(text)) is not None:
+            text = text[: header.end()] + "\n" + line + text[header.end() :]
+        else:
+            raise ConfigError(f"{self.config} has no [admin] section")
+        temporary = self.config.with_name(self.config.name + ".new")
+        temporary.write_text(text)
+        os.chmod(temporary, self.config.stat().st_mode & 0o777)
+        try:
+            msgspec.convert(tomllib.loads(text), Config)
+        except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+            temporary.unlink()
+            raise ConfigError(f"{self.config}: {exc}") from exc
+        os.replace(temporary, self.config)
+
     def server_url(self) -> str:
         """The URL of the running server (from run.json), else the configured address."""
         if self.run_file.exists():
@@ -153,12 +210,20 @@ class DataDir:
 
 
 def init_data_dir(
-    path: Path, org: str, *, database: str | None = None, bus: str | None = None
+    path: Path,
+    org: str,
+    *,
+    database: str | None = None,
+    bus: str | None = None,
+    admin_password: str | None = None,
 ) -> DataDir:
-    """Create a new organisation in ``path``, on the named database and bus.
+    """Create a new organisation in ``path``, on the named database and bus, with
+    ``admin_password`` as the web console's password (None: no console sign-in until
+    ``strongroom admin password set``).
 
     Raises ``ConfigError`` if ``path`` already holds one (an organisation's authority key
-    is never overwritten), or if a URL names no backend this build has.
+    is never overwritten), if a URL names no backend this build has, or if the password
+    is too short.
     """
     from .bus import bus_from_url
     from .store import store_from_url
@@ -167,6 +232,11 @@ def init_data_dir(
     bus = bus or Storage().bus
     store_from_url(database, path)  # refuse a bad URL before anything is written
     bus_from_url(bus, "check")
+    password_line = (
+        ""
+        if admin_password is None
+        else f"password_argon2 = {json.dumps(hash_admin_password(admin_password))}\n"
+    )
     data = DataDir(path)
     if data.exists():
         raise ConfigError(
@@ -190,7 +260,8 @@ def init_data_dir(
         f"database = {json.dumps(database)}\n"
         f"bus = {json.dumps(bus)}\n\n"
         "[admin]\n"
-        f'token_sha256 = "{token_hash(token)}"\n\n'
+        f'token_sha256 = "{token_hash(token)}"\n'
+        f"{password_line}\n"
         "[limits]\n"
         "code_ttl_seconds = 172800\n"
         "code_tries = 3\n"
