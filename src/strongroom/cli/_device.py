@@ -62,7 +62,7 @@ def info(home: HomeOpt, as_json: JsonOpt = False) -> None:
             store.meta_text("account"), store.pickle_key
         )
         authority = crypto.AuthorityPublicKey(store.get_meta("authority_key") or b"")
-        facts = {
+        facts: dict[str, object] = {
             "device_id": store.meta_text("device_id"),
             "user": store.meta_text("user"),
             "org": store.meta_text("org"),
@@ -72,13 +72,25 @@ def info(home: HomeOpt, as_json: JsonOpt = False) -> None:
             "curve25519": account.curve25519,
             "authority_fingerprint": authority.fingerprint(),
         }
+        policy = client.policy_in_force(store)
     finally:
         store.close()
+    facts["policy_version"] = policy.version if policy else None
+    facts["policy"] = policy.rules if policy else []
+    facts["escrow"] = bool(policy and policy.escrow)
     if as_json:
         print(json.dumps(facts))
         return
     for key, value in facts.items():
-        console.print(f"{key:>22}: {value}")
+        if key not in ("policy", "escrow"):
+            console.print(f"{key:>22}: {value}")
+    for rule in policy.rules if policy else ["no policy from the organisation yet"]:
+        console.print(f"{'policy':>22}: {rule}")
+    if policy and policy.escrow:
+        console.print(
+            "[bold yellow]lawful-access escrow is ON for this device: a sealed copy of "
+            "each message it sends is kept per conversation and day[/]"
+        )
 
 
 async def _open_store(home: Path) -> client.LocalStore:

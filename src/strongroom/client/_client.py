@@ -34,6 +34,7 @@ from strongroom.errors import (
 )
 
 from ._device import Device, Received
+from ._escrow import escrow_copy
 from ._group_device import GroupDevice, Needs
 from ._groups import (
     GroupChainError,
@@ -364,6 +365,40 @@ class Client:
                     self.purge()
         return self.rules
 
+    async def _escrow(
+        self,
+        conversation: str,
+        message_id: bytes,
+        content: proto.UserContent,
+        members: set[str],
+    ) -> None:
+        """Rule 4 of ``_escrow``: the sealed copy first, or the message is not sent."""
+        copy = escrow_copy(
+            self.store,
+            device_id=self.device.device_id,
+            user=self.device.user,
+            org=self.device.org,
+            conversation=conversation,
+            message_id=message_id,
+            content=content,
+            sent_at=self.device.clock(),
+            members=members,
+        )
+        if copy is None:
+            return
+        try:
+            await self._request(
+                "POST",
+                "/v1/escrow/copies",
+                proto.EscrowStatus,
+                proto.encode_json(proto.EscrowUpload([copy])),
+            )
+        except ClientError as exc:
+            raise ClientError(
+                f"escrow is on and the sealed copy could not be stored ({exc}): "
+                "the message was not sent"
+            ) from exc
+
     @property
     def rules(self) -> proto.PolicyRules:
         """The policy rules this device enforces now."""
@@ -441,6 +476,10 @@ class Client:
             )
         if not peers:
             raise ClientError("no other device to send to")
+        message_id = message_id or os.urandom(16)
+        await self._escrow(
+            conversation, message_id, content, {self.device.user, to_user}
+        )
         send = self.device.encrypt(
             peers,
             conversation,
@@ -601,6 +640,8 @@ class Client:
         if key is not None:
             await self._send_room_key(state, recipients, key)
         conversation = proto.group_conversation(group)
+        message_id = message_id or os.urandom(16)
+        await self._escrow(conversation, message_id, content, set(state.members))
         send = self.groups.seal(
             state,
             session,

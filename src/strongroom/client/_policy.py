@@ -28,6 +28,7 @@ __all__ = [
     "describe",
     "policy_in_force",
     "rules_in_force",
+    "stored_policy",
     "version_at_least",
 ]
 
@@ -53,7 +54,7 @@ def _identity(store: LocalStore) -> tuple[crypto.AuthorityPublicKey, str, str, s
     )
 
 
-def _stored_policy(store: LocalStore) -> proto.Policy | None:
+def stored_policy(store: LocalStore) -> proto.Policy | None:
     data = store.get_meta("policy")
     if data is None:
         return None
@@ -84,7 +85,7 @@ def accept_policy(store: LocalStore, signed: proto.Signed) -> tuple[proto.Policy
         raise OrderRefusedError(
             f"refused a policy made for {policy.user} at {policy.org}, not for this device"
         )
-    current = _stored_policy(store)
+    current = stored_policy(store)
     data = proto.encode(signed)
     if current is not None:
         if policy.version < current.version:
@@ -123,7 +124,7 @@ def accept_wipe(store: LocalStore, signed: proto.Signed) -> proto.WipeOrder:
 
 def rules_in_force(store: LocalStore) -> proto.PolicyRules:
     """The rules this device obeys (the defaults when the organisation set none)."""
-    policy = _stored_policy(store)
+    policy = stored_policy(store)
     return proto.PolicyRules() if policy is None else policy.rules
 
 
@@ -176,7 +177,7 @@ def describe(rules: proto.PolicyRules) -> list[str]:
 
 def policy_in_force(store: LocalStore) -> PolicyInForce | None:
     """The policy this device enforces, or ``None`` when the organisation has none."""
-    policy = _stored_policy(store)
+    policy = stored_policy(store)
     if policy is None:
         return None
     return PolicyInForce(

@@ -112,6 +112,11 @@ class Policy(msgspec.Struct, frozen=True, tag="policy"):
     version: Annotated[int, msgspec.Meta(ge=1)]
     issued_at: int
     rules: PolicyRules
+    #: With ``rules.escrow``: the custodians' public key S (ristretto255), which devices
+    #: seal their escrow copies to (docs/lawful-access.md).
+    escrow_key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)] | None = (
+        None
+    )
 
 
 class WipeOrder(msgspec.Struct, frozen=True, tag="wipe-order"):

@@ -17,9 +17,11 @@ from strongroom import proto
 from strongroom.errors import ProtocolError, StoreError
 
 from ._blobs import BlobApi
+from ._console import console_mount
 from ._context import ServerContext
 from ._directory import directory_route
 from ._errors import ApiRefusal
+from ._escrow import escrow_routes
 from ._http_api import Api
 from ._stream import StreamHandler
 
@@ -153,7 +155,9 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/v1/admin/audit", api.admin_audit),
         Route("/v1/admin/audit/verify", api.admin_audit_verify),
         Route("/v1/policy", api.policy),
+        *escrow_routes(ctx, api.nonces),
         WebSocketRoute("/v1/stream", StreamHandler(ctx).handle),
+        console_mount(ctx),
     ]
     return Starlette(
         routes=routes,

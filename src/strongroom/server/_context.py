@@ -111,3 +111,7 @@ class ServerContext:
         self.server_name = authority.public.fingerprint_id()
         #: IT's operations (users, devices, policy, audit), for every entry point.
         self.fleet = Fleet(self)
+        from ._escrow import Escrow  # its routes import this module
+
+        #: Lawful-access escrow, when the organisation opts in.
+        self.escrow = Escrow(self)

@@ -306,6 +306,17 @@ class Fleet:
                 f"{change.key!r} is not a policy setting; settings: "
                 + ", ".join(proto.POLICY_KEYS),
             )
+        if (
+            change.key == "escrow"
+            and change.value is True
+            and await ctx.escrow.public_key() is None
+        ):
+            raise ApiRefusal(
+                409,
+                _E.CONFLICT,
+                "escrow cannot be turned on before the custodians' ceremony: "
+                "run `strongroom admin escrow init`",
+            )
         if change.user is not None and await ctx.store.get_user(change.user) is None:
             raise ApiRefusal(404, _E.NOT_FOUND, f"no user {change.user!r}")
         if change.clear and change.user is None:
@@ -376,12 +387,16 @@ class Fleet:
         effective = _effective(await self.ctx.store.policy_changes(), user)
         if effective is None:
             return None
+        escrow_key = (
+            await self.ctx.escrow.public_key() if effective.rules.escrow else None
+        )
         policy = proto.Policy(
             org=self.org,
             user=user,
             version=effective.version,
             issued_at=effective.at,
             rules=effective.rules,
+            escrow_key=escrow_key,
         )
         return effective.version, self.ctx.authority.sign_policy(policy)
 

@@ -148,3 +148,117 @@ class FleetQueries:
             "SELECT record FROM disabled_users WHERE user_id=?", (user,)
         )
         return bytes(rows[0][0]) if rows else None
+
+    # --- lawful-access escrow (docs/lawful-access.md) --------------------------------------
+
+    async def escrow_setup(self) -> tuple[bytes, bytes, int, int, str, int] | None:
+        """(public, commitments, custodians, threshold, token hashes JSON, at)."""
+        rows = await self._sql_rows(
+            "SELECT public, commitments, custodians, threshold, token_hashes, at "
+            "FROM escrow_setup WHERE id = 1",
+            (),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return bytes(r[0]), bytes(r[1]), r[2], r[3], r[4], r[5]
+
+    async def put_escrow_setup(
+        self,
+        public: bytes,
+        commitments: bytes,
+        custodians: int,
+        threshold: int,
+        token_hashes: str,
+        at: int,
+    ) -> None:
+        """Raises ``ConflictError`` if a ceremony was recorded already."""
+        await self._sql_exec(
+            "INSERT INTO escrow_setup(id, public, commitments, custodians, threshold, "
+            "token_hashes, at) VALUES (1, ?, ?, ?, ?, ?, ?)",
+            (public, commitments, custodians, threshold, token_hashes, at),
+        )
+
+    async def add_escrow_copy(
+        self,
+        sender: str,
+        sender_user: str,
+        message_id: bytes,
+        conversation: str,
+        day: str,
+        ephemeral: bytes,
+        sealed: bytes,
+        members: list[str],
+        at: int,
+    ) -> None:
+        """Keep a sealed copy (a repeat of the same message is ignored) and note who
+        took part in its scope."""
+        await self._sql_exec(
+            "INSERT INTO escrow_copies(sender, message_id, sender_user, conversation, "
+            "day, ephemeral, sealed, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (sender, message_id) DO NOTHING",
+            (sender, message_id, sender_user, conversation, day, ephemeral, sealed, at),
+        )
+        for user in sorted({*members, sender_user}):
+            await self._sql_exec(
+                "INSERT INTO escrow_members(user_id, day, conversation) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, day, conversation) DO NOTHING",
+                (user, day, conversation),
+            )
+
+    async def escrow_scopes(
+        self, user: str, start: str, end: str
+    ) -> list[tuple[str, str, int]]:
+        """(conversation, day, copies) for the scopes ``user`` took part in."""
+        rows = await self._sql_rows(
+            "SELECT m.conversation, m.day, COUNT(c.message_id) FROM escrow_members m "
+            "LEFT JOIN escrow_copies c ON c.conversation = m.conversation "
+            "AND c.day = m.day WHERE m.user_id = ? AND m.day >= ? AND m.day <= ? "
+            "GROUP BY m.conversation, m.day ORDER BY m.day, m.conversation",
+            (user, start, end),
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    async def escrow_copies(
+        self, conversation: str, day: str
+    ) -> list[tuple[str, str, bytes, bytes, bytes]]:
+        """(sender, sender_user, message_id, ephemeral, sealed) of one scope."""
+        rows = await self._sql_rows(
+            "SELECT sender, sender_user, message_id, ephemeral, sealed FROM escrow_copies "
+            "WHERE conversation = ? AND day = ? ORDER BY at, sender",
+            (conversation, day),
+        )
+        return [(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4])) for r in rows]
+
+    async def put_escrow_request(self, request_id: str, body: bytes, at: int) -> None:
+        await self._sql_exec(
+            "INSERT INTO escrow_requests(request_id, body, at) VALUES (?, ?, ?)",
+            (request_id, body, at),
+        )
+
+    async def escrow_request(self, request_id: str) -> bytes | None:
+        rows = await self._sql_rows(
+            "SELECT body FROM escrow_requests WHERE request_id = ?", (request_id,)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    async def escrow_requests(self) -> list[bytes]:
+        rows = await self._sql_rows("SELECT body FROM escrow_requests ORDER BY at", ())
+        return [bytes(r[0]) for r in rows]
+
+    async def put_partials(
+        self, request_id: str, custodian: int, body: bytes, at: int
+    ) -> None:
+        """Raises ``ConflictError`` if this custodian answered already."""
+        await self._sql_exec(
+            "INSERT INTO escrow_partials(request_id, custodian, body, at) "
+            "VALUES (?, ?, ?, ?)",
+            (request_id, custodian, body, at),
+        )
+
+    async def partials(self, request_id: str) -> dict[int, bytes]:
+        rows = await self._sql_rows(
+            "SELECT custodian, body FROM escrow_partials WHERE request_id = ?",
+            (request_id,),
+        )
+        return {r[0]: bytes(r[1]) for r in rows}

@@ -169,6 +169,50 @@ MIGRATIONS: list[list[str]] = [
             at BIGINT NOT NULL
         )""",
     ],
+    # 5: lawful-access escrow (opt-in).  The ceremony's public outcome (one row), the
+    # sealed copies devices upload per (conversation, UTC day) with the ephemeral point
+    # they used, who took part in each scope, requests and the custodians' partials.
+    [
+        """CREATE TABLE escrow_setup (
+            id INTEGER PRIMARY KEY,
+            public {blob} NOT NULL,
+            commitments {blob} NOT NULL,
+            custodians INTEGER NOT NULL,
+            threshold INTEGER NOT NULL,
+            token_hashes TEXT NOT NULL,
+            at BIGINT NOT NULL
+        )""",
+        """CREATE TABLE escrow_copies (
+            sender TEXT NOT NULL,
+            message_id {blob} NOT NULL,
+            sender_user TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            day TEXT NOT NULL,
+            ephemeral {blob} NOT NULL,
+            sealed {blob} NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (sender, message_id)
+        )""",
+        "CREATE INDEX escrow_copies_scope ON escrow_copies(conversation, day)",
+        """CREATE TABLE escrow_members (
+            user_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            PRIMARY KEY (user_id, day, conversation)
+        )""",
+        """CREATE TABLE escrow_requests (
+            request_id TEXT PRIMARY KEY,
+            body {blob} NOT NULL,
+            at BIGINT NOT NULL
+        )""",
+        """CREATE TABLE escrow_partials (
+            request_id TEXT NOT NULL,
+            custodian INTEGER NOT NULL,
+            body {blob} NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (request_id, custodian)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

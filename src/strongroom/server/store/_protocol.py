@@ -259,3 +259,52 @@ class Store(Protocol):
     async def disabled_users(self) -> dict[str, tuple[bytes, int]]: ...
 
     async def disabled_record(self, user: str) -> bytes | None: ...
+
+    # lawful-access escrow (``_fleet``) --------------------------------------------------
+    async def escrow_setup(self) -> tuple[bytes, bytes, int, int, str, int] | None: ...
+
+    async def put_escrow_setup(
+        self,
+        public: bytes,
+        commitments: bytes,
+        custodians: int,
+        threshold: int,
+        token_hashes: str,
+        at: int,
+    ) -> None:
+        """Raises ``ConflictError`` if a ceremony was recorded already."""
+
+    async def add_escrow_copy(
+        self,
+        sender: str,
+        sender_user: str,
+        message_id: bytes,
+        conversation: str,
+        day: str,
+        ephemeral: bytes,
+        sealed: bytes,
+        members: list[str],
+        at: int,
+    ) -> None: ...
+
+    async def escrow_scopes(
+        self, user: str, start: str, end: str
+    ) -> list[tuple[str, str, int]]: ...
+
+    async def escrow_copies(
+        self, conversation: str, day: str
+    ) -> list[tuple[str, str, bytes, bytes, bytes]]: ...
+
+    async def put_escrow_request(
+        self, request_id: str, body: bytes, at: int
+    ) -> None: ...
+
+    async def escrow_request(self, request_id: str) -> bytes | None: ...
+
+    async def escrow_requests(self) -> list[bytes]: ...
+
+    async def put_partials(
+        self, request_id: str, custodian: int, body: bytes, at: int
+    ) -> None: ...
+
+    async def partials(self, request_id: str) -> dict[int, bytes]: ...
