@@ -10,25 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Footer, Input, TextArea
 
 from _chat import FIXED_MS, UTC, build_history, learn, until
 from conftest import Org
+from strongroom import proto
 from strongroom.app import ChatApp
-from strongroom.client import Backoff, LocalStore, Status
+from strongroom.client import Backoff, Client, LocalStore, Session, Status
+from strongroom.client._policy import accept_policy
+from strongroom.crypto import _escrow as escrow
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 NOWHERE = "http://127.0.0.1:9"  # the discard port: refused at once
 
 
 @pytest.fixture(scope="module")
-def alice_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Alice's device with a fixed history, its server gone."""
-    org = Org(tmp_path_factory.mktemp("snapshots"))
+def homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Alice's device with a fixed history, its server gone; and a copy of it under a
+    policy that turns escrow on, with a one-hour timer on her conversation with Bob."""
+    root = tmp_path_factory.mktemp("snapshots")
+    org = Org(root)
     org.server.start()
     try:
         for user, name in [
@@ -43,13 +50,48 @@ def alice_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         asyncio.run(learn(home))
     finally:
         org.server.stop()
-    store = LocalStore.open(home)
-    try:
-        store.set_meta("server_url", NOWHERE.encode())
-    finally:
-        store.close()
-    build_history(home)
-    return home
+    escrow_home = root / "alice-escrow"
+    shutil.copytree(home, escrow_home)
+    # signed as the server signs it, with a fixed date for a stable screen
+    policy = proto.Policy(
+        org="Test Ministry",
+        user="alice",
+        version=4,
+        issued_at=FIXED_MS - 86_400_000,
+        rules=proto.PolicyRules(retention_days=30, escrow=True),
+        escrow_key=escrow.new_ceremony(1, 1).public,
+    )
+    signed = org.data.load_authority().sign_policy(policy)
+    for path in (home, escrow_home):
+        store = LocalStore.open(path)
+        try:
+            with store.transaction():
+                store.set_meta("server_url", NOWHERE.encode())
+                if path == escrow_home:
+                    accept_policy(store, signed)
+                    store.set_timer("dm:alice:bob", 3600)
+        finally:
+            store.close()
+        build_history(path)
+        asyncio.run(seen(path, "dm:alice:bob"))
+    return {"alice": home, "escrow": escrow_home}
+
+
+async def seen(home: Path, conversation: str) -> None:
+    """Alice has read what Bob wrote (she answered it): only Carol's is unread, in
+    every test, whichever ran before."""
+    async with Client(home, lambda: FIXED_MS) as c:
+        Session(c).history.mark_seen(conversation)
+
+
+@pytest.fixture(scope="module")
+def alice_home(homes: dict[str, Path]) -> Path:
+    return homes["alice"]
+
+
+@pytest.fixture(scope="module")
+def escrow_home(homes: dict[str, Path]) -> Path:
+    return homes["escrow"]
 
 
 def check(app: ChatApp, name: str) -> None:
@@ -70,14 +112,20 @@ Steps = Callable[[Pilot[None], ChatApp], Awaitable[None]]
 
 
 async def settled(pilot: Pilot[None], app: ChatApp) -> None:
-    """Wait until two screenshots 0.1 s apart agree (the footer, say, redraws late)."""
-    before = app.export_screenshot()
-    for _ in range(50):
+    """Wait until three screenshots 0.1 s apart agree with the key hints drawn (the
+    footer redraws a frame or more late after the focus moves); cursors stop blinking
+    (shown steadily) so that they cannot differ between two runs."""
+    for field in app.screen.query(Input):
+        field.cursor_blink = False
+    for area in app.screen.query(TextArea):
+        area.cursor_blink = False
+    footer = app.screen_stack[0].query_one(Footer)
+    shots: list[str] = []
+    for _ in range(100):
         await pilot.pause(0.1)
-        now = app.export_screenshot()
-        if now == before:
+        shots = [*shots[-2:], app.export_screenshot()] if footer.children else []
+        if len(shots) == 3 and len(set(shots)) == 1:
             return
-        before = now
 
 
 def shoot(home: Path, name: str, size: tuple[int, int], steps: Steps) -> None:
@@ -131,6 +179,21 @@ def test_policy_and_warnings(alice_home: Path) -> None:
     shoot(alice_home, "warnings", (80, 24), warnings)
 
 
+def test_policy_with_escrow(escrow_home: Path) -> None:
+    async def policy(pilot: Pilot[None], app: ChatApp) -> None:
+        await open_bob(pilot, app)
+        await pilot.press("ctrl+w")
+
+    shoot(escrow_home, "policy-escrow", (80, 24), policy)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (132, 40)], ids=["80x24", "132x40"])
+def test_escrow_and_a_timer_in_a_conversation(
+    escrow_home: Path, size: tuple[int, int]
+) -> None:
+    shoot(escrow_home, f"escrow-{size[0]}x{size[1]}", size, open_bob)
+
+
 def test_search(alice_home: Path) -> None:
     async def search(pilot: Pilot[None], app: ChatApp) -> None:
         await pilot.press("ctrl+f")
@@ -154,3 +217,15 @@ def test_resizing_never_crashes(alice_home: Path) -> None:
         assert app.is_running
 
     shoot(alice_home, "conversation-80x24", (80, 24), resize)
+
+
+def test_resizing_with_escrow_and_a_dialog_never_crashes(escrow_home: Path) -> None:
+    async def resize(pilot: Pilot[None], app: ChatApp) -> None:
+        await open_bob(pilot, app)
+        await pilot.press("ctrl+w")
+        for size in [(40, 12), (20, 6), (200, 60), (80, 24)]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.05)
+        assert app.is_running
+
+    shoot(escrow_home, "policy-escrow", (80, 24), resize)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from conftest import Org, arun, receive
 from strongroom import client, proto
+from strongroom.errors import ClientError
 
 
 def create(home: Path, name: str, members: list[str]) -> str:
@@ -303,3 +306,23 @@ def test_a_withheld_removal_still_reaches_the_members(org: Org) -> None:
     assert org.device_id(carol) not in result.devices, warnings
     got, _ = texts(carol)
     assert ("without carol", group) not in got, got
+
+
+def test_a_group_message_nobody_can_read_is_refused_and_not_queued(
+    sqlite_org: Org,
+) -> None:
+    alice = sqlite_org.activate("alice")
+    sqlite_org.add_user("bob")  # bob has no device yet
+    group = create(alice, "Waiting room", ["bob"])
+
+    async def go() -> int:
+        async with client.Client(alice) as c:
+            with pytest.raises(ClientError, match="nobody else in this group"):
+                await c.send_group_text(group, "hello?")
+            renamed = await c.change_group(
+                group, proto.GroupAction.RENAME, "alice", name="Lobby"
+            )
+            assert renamed.name == "Lobby"
+            return len(c.store.outbox())
+
+    assert arun(go()) == 0  # nothing left to fail on every later flush

@@ -1,8 +1,8 @@
 """``strongroom chat``: the full-screen messenger, on the SDK's ``Session``.
 
 Layout: conversations on the left (filter box above them), the open conversation on the
-right (title, messages, composer), the connection and any alert below, key hints at the
-bottom.  Rules:
+right (title, the timer and escrow notes, messages, composer), the connection and any
+alert below, key hints at the bottom.  Rules:
 
 1. The app holds no messaging logic: what is sent, to whom, what is trusted and what
    the history holds are the SDK's (``Session``, ``History``, ``Verifications``).  The
@@ -10,7 +10,10 @@ bottom.  Rules:
 2. The session's events arrive on the app's own event loop and are posted as Textual
    messages (``SessionEvent``), so widgets change only in message handlers.
 3. Nothing the SDK raises for a person's action crashes the app: it becomes a
-   notification (``_attempt``).
+   notification (``attempt``).
+4. The policy in force is what the device's store verifies now (``Session.policy``),
+   read again every half second: the session announces no policy change.  While it
+   turns escrow on, the header and every conversation say so.
 """
 
 from __future__ import annotations
@@ -60,16 +63,23 @@ from strongroom.errors import StrongroomError
 from ._dialogs import (
     DevicesScreen,
     FilePickerScreen,
-    GroupScreen,
     NewChatScreen,
     NewGroupScreen,
+    PolicyScreen,
     ReactScreen,
     SaveScreen,
     SearchScreen,
     VerifyScreen,
-    WarningsScreen,
 )
-from ._format import conversation_line, message_text, status_text, when
+from ._format import (
+    conversation_line,
+    duration_text,
+    message_text,
+    policy_text,
+    status_text,
+    when,
+)
+from ._manage import change_timer, manage_group
 
 __all__ = ["ChatApp"]
 
@@ -96,6 +106,9 @@ class ChatApp(App[None]):
     #conversations { height: 1fr; border: none; }
     #main { width: 1fr; min-width: 24; }
     #title { height: 1; padding: 0 1; background: $boost; text-style: bold; }
+    #timer { height: 1; padding: 0 1; background: $boost; display: none; }
+    #escrow { height: auto; max-height: 2; padding: 0 1; display: none;
+              background: $warning 40%; text-style: bold; }
     #messages { height: 1fr; border: none; }
     #context { height: auto; padding: 0 1; color: $warning; display: none; }
     #composer-row { height: auto; max-height: 8; }
@@ -117,14 +130,15 @@ class ChatApp(App[None]):
         Binding("ctrl+t", "info", "Info", priority=True),
         Binding("ctrl+d", "devices", "Devices", priority=True),
         Binding("ctrl+o", "attach", "Attach", priority=True),
-        Binding("ctrl+w", "warnings", "Warnings", priority=True),
+        Binding("ctrl+l", "timer", "Timer", priority=True),
+        Binding("ctrl+w", "warnings", "Policy", priority=True),
         Binding("ctrl+r", "reconnect", "Reconnect", show=False, priority=True),
         Binding("escape", "cancel_context", "Cancel", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
     _MAIN_ONLY = frozenset(
         {"send", "new_chat", "new_group", "search", "info", "devices", "attach",
-         "warnings", "cancel_context"}
+         "timer", "warnings", "cancel_context"}
     )  # fmt: skip
 
     def __init__(
@@ -157,6 +171,7 @@ class ChatApp(App[None]):
         self.retry_in: float | None = None
         self.verify_screens: dict[bytes, VerifyScreen] = {}
         self._named = False
+        self.policy = self.session.policy()
         self.sub_title = f"{self.me} · {self.client.device.org}"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -176,6 +191,8 @@ class ChatApp(App[None]):
                 yield OptionList(id="conversations")
             with Vertical(id="main"):
                 yield Static("No conversation open: ctrl+n starts one", id="title")
+                yield Static(id="timer")
+                yield Static(id="escrow")
                 yield MessageList(id="messages")
                 yield Static(id="context")
                 with Horizontal(id="composer-row"):
@@ -193,7 +210,9 @@ class ChatApp(App[None]):
         self.session.subscribe(self._post_event)
         self.run_worker(self.session.run(), name="session", exclusive=True)
         self.refresh_all()
+        self._show_policy()
         self.query_one("#conversations", OptionList).focus()
+        self.set_interval(0.5, self._tick)
 
     def _post_event(self, event: Event) -> None:
         self.post_message(SessionEvent(event))
@@ -220,15 +239,21 @@ class ChatApp(App[None]):
                 self.refresh_messages()
             self.refresh_status()
         elif isinstance(event, Arrived):
-            if (
-                event.received.conversation == self.conversation
-                and event.received.kind
-                in (
-                    "text",
-                    "file",
-                )
+            received = event.received
+            if received.conversation == self.conversation and received.kind in (
+                "text",
+                "file",
             ):
                 self._mark_seen()
+            elif received.kind == "timer" and received.from_user != self.me:
+                what = (
+                    "off" if received.timer is None else duration_text(received.timer)
+                )
+                self.notify(
+                    f"{received.from_user} set disappearing messages to {what} in "
+                    f"{self.session.history.title(received.conversation)}",
+                    title="Timer",
+                )
         elif isinstance(event, Warned):
             self.notify(event.text, title="Warning", severity="warning", timeout=8)
             self.refresh_alerts()
@@ -251,6 +276,39 @@ class ChatApp(App[None]):
         self.refresh_messages()
         self.refresh_status()
         self.refresh_alerts()
+
+    def _tick(self) -> None:
+        """Twice a second: the policy in force (rule 4), and messages whose time is up
+        leave the screen (the SDK deletes them; offline, nothing else would ask it)."""
+        policy = self.session.policy()
+        if policy != self.policy:
+            was_escrow = self.policy is not None and self.policy.escrow
+            self.policy = policy
+            self._show_policy()
+            if policy is not None and policy.escrow and not was_escrow:
+                self.notify(
+                    "the organisation turned lawful-access escrow on (ctrl+w)",
+                    title="Escrow on",
+                    severity="warning",
+                    timeout=15,
+                )
+            elif policy is not None:
+                self.notify(f"policy version {policy.version} is in force (ctrl+w)")
+        now = self.now()
+        if any(i.expires_at is not None and i.expires_at <= now for i in self.items):
+            self.client.purge()
+            self.refresh_messages()
+            self.refresh_conversations()
+
+    def _show_policy(self) -> None:
+        escrow = self.policy is not None and self.policy.escrow
+        org = self.client.device.org
+        self.sub_title = f"{self.me} · {org}" + ("  ·  ⚠ escrow on" if escrow else "")
+        note = self.query_one("#escrow", Static)
+        note.display = escrow
+        note.update(
+            "⚠ escrow on: k of n custodians can open what is sent here (ctrl+w)"
+        )
 
     def refresh_status(self) -> None:
         s = self.session
@@ -290,14 +348,19 @@ class ChatApp(App[None]):
         if self.conversation is None:
             self.items = []
             messages.clear_options()
+            self.query_one("#timer", Static).display = False
             return
         history = self.session.history
         group = proto.group_of_conversation(self.conversation)
         label = Text(history.title(self.conversation), style="bold")
         if group is not None:
             state = self.client.groups.state(group)
-            if state is not None:
-                label.append(f"  ·  {len(state.members)} members (ctrl+t)", style="dim")
+            if state is not None and self.me not in state.members:
+                label.append("  ·  you left this group", style="bold")
+            elif state is not None:
+                count = len(state.members)
+                plural = "" if count == 1 else "s"
+                label.append(f"  ·  {count} member{plural} (ctrl+t)", style="dim")
         else:
             user = self._dm_user()
             if user is not None:
@@ -310,6 +373,13 @@ class ChatApp(App[None]):
                 else:
                     label.append("  not verified (ctrl+d)", style="dim")
         title.update(label)
+        seconds, _ = self.client.store.conversation_settings(self.conversation)
+        timer = self.query_one("#timer", Static)
+        timer.display = seconds is not None
+        if seconds is not None:
+            timer.update(
+                f"⏱ messages disappear after {duration_text(seconds)} (ctrl+l)"
+            )
         previous = messages.highlighted
         # follow new messages when the newest was highlighted; else stay put
         keep = focus_id or (
@@ -398,6 +468,8 @@ class ChatApp(App[None]):
         if not text:
             return
         conversation = self.conversation
+        if not self.may_send(conversation):
+            return
         try:
             if self.editing is not None:
                 self.session.edit(conversation, self.editing.id, text)
@@ -462,10 +534,26 @@ class ChatApp(App[None]):
         self._show_context()
         composer.focus()
 
+    def may_send(self, conversation: str) -> bool:
+        """Whether there is anyone to send to in a group (else say why): sending where
+        no other member is would leave an undeliverable message in the SDK's outbox."""
+        group = proto.group_of_conversation(conversation)
+        state = None if group is None else self.client.groups.state(group)
+        if state is None or (self.me in state.members and state.members != {self.me}):
+            return True
+        if self.me not in state.members:
+            self.notify("you are no longer a member of this group", severity="warning")
+        else:
+            self.notify(
+                "nobody else is in this group yet: add someone first (ctrl+t)",
+                severity="warning",
+            )
+        return False
+
     def react(self) -> None:
         item = self._selected()
         conversation = self.conversation
-        if item is None or conversation is None:
+        if item is None or conversation is None or not self.may_send(conversation):
             return
 
         def chosen(emoji: object) -> None:
@@ -494,6 +582,8 @@ class ChatApp(App[None]):
             self.notify("open a conversation first", severity="warning")
             return
         conversation = self.conversation
+        if not self.may_send(conversation):
+            return
 
         def chosen(path: object) -> None:
             if isinstance(path, Path):
@@ -546,7 +636,7 @@ class ChatApp(App[None]):
 
     # --- dialogs ------------------------------------------------------------------------------
 
-    async def _attempt(self, what: Awaitable[Any], failed: str) -> Any:
+    async def attempt(self, what: Awaitable[Any], failed: str) -> Any:
         """Run an SDK call; a refusal becomes a notification (rule 3)."""
         try:
             return await what
@@ -556,12 +646,12 @@ class ChatApp(App[None]):
 
     @work(group="dialog")
     async def action_new_chat(self) -> None:
-        users, note = await self._directory()
+        users, note = await self.directory_entries()
         user = await self.push_screen_wait(NewChatScreen(users, note))
         if isinstance(user, str):
             self.open(proto.conversation_for(self.me, user))
 
-    async def _directory(self) -> tuple[list[proto.DirectoryEntry], str]:
+    async def directory_entries(self) -> tuple[list[proto.DirectoryEntry], str]:
         try:
             return await self.session.directory(), ""
         except StrongroomError:
@@ -571,11 +661,11 @@ class ChatApp(App[None]):
 
     @work(group="dialog")
     async def action_new_group(self) -> None:
-        users, _ = await self._directory()
+        users, _ = await self.directory_entries()
         chosen = await self.push_screen_wait(NewGroupScreen(users, self.me))
         if isinstance(chosen, tuple):
             name, members = chosen
-            conversation = await self._attempt(
+            conversation = await self.attempt(
                 self.session.create_group(name, members), "Group not created"
             )
             if conversation is not None:
@@ -588,41 +678,15 @@ class ChatApp(App[None]):
         group = proto.group_of_conversation(self.conversation)
         if group is None:
             await self._devices([self._dm_user() or self.me])
+        else:
+            await manage_group(self, group)
+
+    @work(group="dialog")
+    async def action_timer(self) -> None:
+        if self.conversation is None:
+            self.notify("open a conversation first", severity="warning")
             return
-        state = self.client.groups.state(group)
-        if state is None:
-            return
-        changes = []
-        for entry in self.client.groups.view.entries(group):
-            change = proto.decode_group_change(entry.body)
-            what = {
-                "create": f"created “{change.name}”",
-                "rename": f"renamed it “{change.name}”",
-            }.get(change.action.value, f"{change.action.value} {change.subject}")
-            changes.append(
-                f"#{change.seq}  {when(change.at, self.tz)}  {change.author} {what}"
-            )
-        members = [(u, u in state.admins) for u in sorted(state.members)]
-        choice = await self.push_screen_wait(
-            GroupScreen(state.name, members, changes, self.me in state.admins)
-        )
-        if not isinstance(choice, tuple):
-            return
-        action, user = choice
-        if action == "add":
-            users, note = await self._directory()
-            candidates = [u for u in users if u.user not in state.members]
-            user = await self.push_screen_wait(NewChatScreen(candidates, note))
-            if not isinstance(user, str):
-                return
-        group_action = (
-            proto.GroupAction.ADD if action == "add" else proto.GroupAction.REMOVE
-        )
-        await self._attempt(
-            self.session.change_group(group, group_action, user),
-            "Membership not changed",
-        )
-        self.refresh_messages()
+        await change_timer(self, self.conversation)
 
     @work(group="dialog")
     async def action_devices(self) -> None:
@@ -644,7 +708,7 @@ class ChatApp(App[None]):
             sections.append((heading, devices))
         device_id = await self.push_screen_wait(DevicesScreen(sections))
         if isinstance(device_id, str):
-            flow = await self._attempt(
+            flow = await self.attempt(
                 self.session.verify(device_id), "Verification not started"
             )
             if flow is not None:
@@ -670,7 +734,7 @@ class ChatApp(App[None]):
 
     def _verification_action(self, flow: SasFlow, action: str) -> None:
         async def act() -> None:
-            await self._attempt(self.session.verification(flow, action), "Verification")
+            await self.attempt(self.session.verification(flow, action), "Verification")
             self._verification_changed(flow)
 
         self.run_worker(act(), group="verify")
@@ -685,19 +749,15 @@ class ChatApp(App[None]):
         self.push_screen(SearchScreen(history.search, history.title, self.tz), chosen)
 
     def action_warnings(self) -> None:
-        policy = self.session.policy()
-        if policy is None:
-            lines = [
-                "No policy in force: this organisation has not issued one (signed "
-                "policies are not part of this version of Strongroom)."
-            ]
-        else:
-            lines = [f"Version {policy.version}"] + [f"• {r}" for r in policy.rules]
         warnings = [
             f"{when(at, self.tz)}  {text}" for at, text in self.client.store.warnings()
         ]
         self.push_screen(
-            WarningsScreen(lines, self.session.verifications.alerts(), warnings[-200:])
+            PolicyScreen(
+                policy_text(self.policy, self.tz),
+                self.session.verifications.alerts(),
+                warnings[-200:],
+            )
         )
 
     def action_reconnect(self) -> None:

@@ -34,15 +34,15 @@ from ._format import device_line, when
 
 __all__ = [
     "DevicesScreen",
+    "Dialog",
     "FilePickerScreen",
-    "GroupScreen",
     "NewChatScreen",
     "NewGroupScreen",
+    "PolicyScreen",
     "ReactScreen",
     "SaveScreen",
     "SearchScreen",
     "VerifyScreen",
-    "WarningsScreen",
 ]
 
 
@@ -155,75 +155,6 @@ class NewGroupScreen(Dialog):
             self.notify("give the group a name", severity="warning")
             return
         self.dismiss((name, members))
-
-
-# --- groups -------------------------------------------------------------------------------
-
-
-class GroupScreen(Dialog):
-    """The verified membership and every change to it, with add/remove for admins.
-
-    Dismisses with ``("add", user)`` or ``("remove", user)``, or ``None``.
-    """
-
-    BINDINGS = [
-        Binding("a", "add", "Add member"),
-        Binding("x", "remove", "Remove member"),
-    ]
-
-    def __init__(
-        self,
-        name: str,
-        members: list[tuple[str, bool]],
-        changes: list[str],
-        may_change: bool,
-    ) -> None:
-        super().__init__()
-        self.name_ = name
-        self.members = members
-        self.changes = changes
-        self.may_change = may_change
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(f"Group: {self.name_}", classes="title")
-            yield Static(
-                "Membership as its signed, hash-chained changes say (verified on "
-                "this device; the server cannot add anyone):",
-                classes="hint",
-            )
-            yield OptionList(
-                *[
-                    Option(f"{'★ admin ' if admin else '        '}{user}", id=user)
-                    for user, admin in self.members
-                ],
-                id="members",
-            )
-            yield Label("Changes (oldest first):")
-            with VerticalScroll(id="changes"):
-                yield Static("\n".join(self.changes))
-            hint = "a: add   x: remove selected   escape: close"
-            if not self.may_change:
-                hint = (
-                    "only the group's admins can add or remove members   escape: close"
-                )
-            yield Static(hint, classes="hint")
-
-    def action_add(self) -> None:
-        if self.may_change:
-            self.dismiss(("add", ""))
-        else:
-            self.notify("only the group's admins can add members", severity="warning")
-
-    def action_remove(self) -> None:
-        members = self.query_one("#members", OptionList)
-        if not self.may_change:
-            self.notify(
-                "only the group's admins can remove members", severity="warning"
-            )
-        elif members.highlighted is not None:
-            user = members.get_option_at_index(members.highlighted).id
-            self.dismiss(("remove", user))
 
 
 # --- devices and verification ---------------------------------------------------------------
@@ -539,12 +470,11 @@ class ReactScreen(Dialog):
 # --- warnings and policy --------------------------------------------------------------------------
 
 
-class WarningsScreen(Dialog):
-    """The organisation's policy in force, loud alerts, and every warning the SDK raised."""
+class PolicyScreen(Dialog):
+    """The organisation's policy in force (its rules in words, escrow first), loud
+    alerts, and every warning the SDK raised on this device."""
 
-    def __init__(
-        self, policy: list[str], alerts: list[str], warnings: list[str]
-    ) -> None:
+    def __init__(self, policy: Text, alerts: list[str], warnings: list[str]) -> None:
         super().__init__()
         self.policy = policy
         self.alerts = alerts
@@ -555,7 +485,8 @@ class WarningsScreen(Dialog):
             yield Label("Policy and warnings", classes="title")
             with VerticalScroll():
                 yield Static(Text("Policy in force", style="bold underline"))
-                yield Static("\n".join(self.policy) + "\n")
+                yield Static(self.policy, id="policy")
+                yield Static("")
                 yield Static(Text("Alerts", style="bold underline"))
                 yield Static(
                     "\n".join(f"⚠ {a}" for a in self.alerts) or "none", id="alert-list"

@@ -8,16 +8,28 @@ alone, so the app reads the same with ``NO_COLOR``.
 from __future__ import annotations
 
 import datetime
+import re
 
 from rich.text import Text
 
-from strongroom.client import ConversationSummary, DeviceTrust, HistoryItem, Status
+from strongroom import proto
+from strongroom.client import (
+    ConversationSummary,
+    DeviceTrust,
+    HistoryItem,
+    PolicyInForce,
+    Status,
+)
 
 __all__ = [
     "STATE_LABELS",
+    "change_text",
     "conversation_line",
     "device_line",
+    "duration_text",
     "message_text",
+    "parse_duration",
+    "policy_text",
     "size_text",
     "status_text",
     "when",
@@ -41,6 +53,39 @@ def when(ms: int, tz: datetime.tzinfo | None = None, now_ms: int | None = None) 
         if stamp.date() != today:
             return stamp.strftime("%d %b %H:%M")
     return stamp.strftime("%H:%M")
+
+
+_UNITS = (("week", 604_800), ("day", 86_400), ("h", 3600), ("min", 60))
+
+
+def duration_text(seconds: int) -> str:
+    """``90 s``, ``5 min``, ``8 h``, ``2 days``, ``1 week``: the largest whole unit."""
+    for unit, size in _UNITS:
+        if seconds % size == 0:
+            count = seconds // size
+            plural = "s" if count != 1 and unit in ("week", "day") else ""
+            return f"{count} {unit}{plural}"
+    return f"{seconds} s"
+
+
+_UNIT_WORDS = {
+    1: ("", "s", "sec", "secs", "second", "seconds"),
+    60: ("m", "min", "mins", "minute", "minutes"),
+    3600: ("h", "hr", "hrs", "hour", "hours"),
+    86_400: ("d", "day", "days"),
+    604_800: ("w", "wk", "wks", "week", "weeks"),
+}
+
+
+def parse_duration(text: str) -> int:
+    """A duration as people type it (``90s``, ``10 min``, ``8h``, ``2 days``, ``1w``;
+    a bare number is seconds) in seconds.  Raises ``ValueError`` for anything else."""
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([a-z]*)\s*", text.lower())
+    if match is not None:
+        for size, words in _UNIT_WORDS.items():
+            if match[2] in words:
+                return int(match[1]) * size
+    raise ValueError(f"{text.strip()!r} is not a duration (try 30s, 10m, 8h, 2d, 1w)")
 
 
 def size_text(size: int) -> str:
@@ -99,7 +144,7 @@ def message_text(
     if item.edited:
         text.append("  (edited)", style="dim italic")
     if item.expires_at is not None:
-        text.append("  ⏱", style="dim")
+        text.append(f"  ⏱ until {when(item.expires_at, tz, now_ms)}", style="dim")
     if item.reply is not None:
         quoted = item.reply.text.replace("\n", " ")
         if len(quoted) > 60:
@@ -164,4 +209,45 @@ def status_text(
         text.append(f"■ stopped: {detail}", style="bold red")
     if queued:
         text.append(f"   {queued} waiting to send", style="bold")
+    return text
+
+
+def change_text(change: proto.GroupChange, tz: datetime.tzinfo | None) -> str:
+    """One entry of a group's verified chain: its number, when, who did what."""
+    Action = proto.GroupAction
+    what = {
+        Action.CREATE: f"created “{change.name}”",
+        Action.RENAME: f"renamed it “{change.name}”",
+        Action.ADD: f"added {change.subject}",
+        Action.REMOVE: f"removed {change.subject}",
+        Action.PROMOTE: f"made {change.subject} an admin",
+        Action.DEMOTE: f"took admin from {change.subject}",
+        Action.LEAVE: "left",
+    }.get(change.action, f"{change.action} {change.subject}")
+    return f"#{change.seq}  {when(change.at, tz)}  {change.author} {what}"
+
+
+def policy_text(policy: PolicyInForce | None, tz: datetime.tzinfo | None) -> Text:
+    """The organisation's policy in force, its rules in words, escrow first."""
+    text = Text()
+    if policy is None:
+        text.append(
+            "No policy in force: the organisation has issued none to this device, so "
+            "no restrictions apply."
+        )
+        return text
+    if policy.escrow:
+        text.append(
+            "⚠ ESCROW ON: this device seals a copy of each message it sends (never an "
+            "attachment's contents) for the organisation's custodians.  One "
+            "conversation-day at a time can be opened, only when k of n custodians "
+            "agree, and every step is written to the audit log.\n\n",
+            style="bold reverse",
+        )
+    issued = datetime.datetime.fromtimestamp(policy.issued_at / 1000, tz=tz)
+    text.append(
+        f"Version {policy.version}, issued {issued:%d %b %Y %H:%M}, signed by the "
+        "organisation's authority key and checked on this device:\n"
+    )
+    text.append("\n".join(f"• {rule}" for rule in policy.rules))
     return text

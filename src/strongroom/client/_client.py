@@ -543,9 +543,15 @@ class Client:
         return group
 
     async def change_group(
-        self, group: str, action: proto.GroupAction, subject: str
+        self,
+        group: str,
+        action: proto.GroupAction,
+        subject: str,
+        *,
+        name: str | None = None,
     ) -> GroupState:
-        """Add, remove, promote, demote (or leave) one member, signed by this device.
+        """Add, remove, promote, demote, rename (with ``name``) or leave, signed by
+        this device.
 
         After a change the next message rotates the group's key; after a removal it is
         rotated at once, so the removed member can read nothing sent from now on and the
@@ -562,6 +568,7 @@ class Client:
                 author=self.device.user,
                 author_device=self.device.device_id,
                 at=self.device.clock(),
+                name=name,
             )
             try:
                 await self._post_change(change)
@@ -636,6 +643,10 @@ class Client:
     ) -> SendResult:
         """Send content to every member device the verified chain allows (Megolm)."""
         state, recipients = await self._group_audience(group)
+        if not recipients.devices:
+            raise ClientError(
+                "nobody else in this group has a device that can read it: not sent"
+            )
         session, key = self.groups.session_for(state, recipients)
         if key is not None:
             await self._send_room_key(state, recipients, key)

@@ -308,6 +308,8 @@ class Session:
         device = self.client.device
         now = device.clock()
         timer, _ = self.store.conversation_settings(conversation)
+        if timer is None:
+            timer = self.client.rules.default_timer_seconds  # the policy's default
         expires_at = None if timer is None else now + timer * 1000
         with self.store.transaction():
             self.store._conn.execute(
