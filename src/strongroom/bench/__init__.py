@@ -6,7 +6,15 @@ load-generator worker processes.  ``run_bench`` returns a ``Report``; the CLI pr
 a table and writes it as JSON.  See docs/performance.md for the figures and the profile.
 """
 
-from ._report import BUDGETS, Figure, Knobs, Report, print_report, smoke_knobs
+from ._report import (
+    BUDGETS,
+    Figure,
+    Knobs,
+    Report,
+    ceiling_of,
+    print_report,
+    smoke_knobs,
+)
 from ._workloads import SERVER_WORKLOADS, UNAVAILABLE, WORKLOADS, run_bench
 
 __all__ = [
@@ -17,6 +25,7 @@ __all__ = [
     "Figure",
     "Knobs",
     "Report",
+    "ceiling_of",
     "print_report",
     "run_bench",
     "smoke_knobs",

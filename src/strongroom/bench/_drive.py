@@ -12,21 +12,18 @@ Rules:
    every message it delayed (no coordinated omission).
 3. Recipients acknowledge cumulatively, as the SDK does: every ``ack_every`` deliveries,
    and on a 50 ms sweep for whatever is left.
-4. Each worker process runs its own uvloop and owns whole pairs, so a message's send and
-   delivery are timed in one process.  The conductor (``Workers``) lets every worker
-   connect, then starts them together, and collects one ``Result`` from each.
+4. Each job runs in its own worker process (``_workers``) and owns whole pairs (a group:
+   its sender and every member), so a message's send and deliveries are timed in one
+   process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import multiprocessing
 import time
 from array import array
-from collections.abc import Callable, Coroutine, Sequence
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -34,20 +31,24 @@ import msgspec
 from strongroom import proto
 
 from ._fleet import Lane
-from ._machine import raise_open_files
-from ._wire import Identity, Link, Stream, open_link
+from ._wire import FrameHandler, Identity, Link, Stream, open_link
 
 __all__ = [
+    "ACK_SWEEP",
     "BacklogDrain",
     "EchoJob",
+    "Engine",
     "IdleJob",
     "Job",
     "Result",
     "RoutingJob",
-    "Workers",
+    "Source",
+    "ack_all",
+    "ack_sweep",
+    "open_streams",
 ]
 
-_ACK_SWEEP = 0.05
+ACK_SWEEP = 0.05  # seconds between acknowledgement sweeps (rule 3)
 _TICK = 0.001
 
 
@@ -60,12 +61,15 @@ class Result(msgspec.Struct):
     verified: int = 0
     connected: int = 0
     errors: list[str] = []
+    sent: int = 0  # messages written (fan-out: each to many devices)
+    spans: bytes = b""  # fan-out: per message, send to the last member's delivery
 
 
 class Job:
-    """What one worker does: ``connect`` before the start, ``run`` after it."""
+    """What one worker does: ``connect`` before the start, ``run`` after it (once a phase)."""
 
     hold = False  # keep the connections open until the conductor says stop
+    phases = 1
 
     async def connect(self) -> None:
         raise NotImplementedError
@@ -89,10 +93,28 @@ async def _gather_limited(
     await asyncio.gather(*(one(m) for m in makers))
 
 
+async def open_streams(
+    url: str, identities: Sequence[Identity], handler: FrameHandler, limit: int = 128
+) -> dict[str, Stream]:
+    """An authenticated stream for each device, ``limit`` handshakes at once."""
+    streams: dict[str, Stream] = {}
+
+    async def open_one(identity: Identity) -> None:
+        stream = Stream(identity, handler)
+        await stream.open(url)
+        streams[identity.device_id] = stream
+
+    await _gather_limited(
+        [lambda i=i: open_one(i) for i in identities],  # type: ignore[misc]
+        limit,
+    )
+    return streams
+
+
 # --- the engine: closed loop or paced, over any kind of sender -------------------------------
 
 
-class _Source:
+class Source:
     """One sending device (or echo connection) as the engine sees it."""
 
     __slots__ = ("count", "inflight", "next", "scheduled")
@@ -107,9 +129,9 @@ class _Source:
         raise NotImplementedError
 
 
-class _Engine:
+class Engine:
     def __init__(
-        self, sources: Sequence[_Source], window: int, rate: float | None
+        self, sources: Sequence[Source], window: int, rate: float | None
     ) -> None:
         self.sources = sources
         self.window = window
@@ -122,30 +144,46 @@ class _Engine:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.verified = 0
 
-    def pump(self, source: _Source) -> None:
+    def pump(self, source: Source) -> None:
         while source.inflight < self.window and source.next < source.count:
             source.inflight += 1
             source.fire(time.perf_counter())
 
-    def complete(self, source: _Source) -> None:
+    def complete(self, source: Source) -> None:
         source.inflight -= 1
         self.remaining -= 1
         if self.remaining <= 0:
-            self.finished = time.perf_counter()
-            if not self.done.done():
-                self.done.set_result(None)
+            self._finish()
         elif self.rate is None:
             self.pump(source)
+
+    def _finish(self) -> None:
+        self.finished = time.perf_counter()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def stop_issuing(self) -> None:
+        """Closed loop: fire nothing more; the run ends when what is in flight is done."""
+        for source in self.sources:
+            self.remaining -= source.count - source.next
+            source.count = source.next
+        if self.remaining <= 0:
+            self._finish()
 
     def fail(self, text: str) -> None:
         self.errors.append(text)
         if not self.done.done():
             self.done.set_exception(RuntimeError(text))
 
-    async def run(self, timeout: float) -> None:
+    async def run(self, timeout: float, duration: float | None = None) -> None:
+        """Until every message is done; with ``duration`` (closed loop only), stop
+        issuing after that many seconds."""
         self.started = time.perf_counter()
         if self.remaining <= 0:
             return
+        if duration is not None:
+            assert self.rate is None
+            asyncio.get_running_loop().call_later(duration, self.stop_issuing)
         if self.rate is None:
             for source in self.sources:
                 self.pump(source)
@@ -159,7 +197,7 @@ class _Engine:
 
     async def _pace(self, rate: float) -> None:
         order = collections.deque(s for s in self.sources if s.count > 0)
-        waiting: collections.deque[tuple[float, _Source]] = collections.deque()
+        waiting: collections.deque[tuple[float, Source]] = collections.deque()
         start = self.started
         k = 0
         cap = min(self.window, proto.MAX_PENDING_SENDS)
@@ -187,9 +225,17 @@ class _Engine:
             await asyncio.sleep(_TICK)
 
 
-async def _ack_sweep(streams: list[Stream]) -> None:
+async def ack_all(streams: Iterable[Stream]) -> None:
+    """Acknowledge everything delivered, and let the frames leave."""
+    for stream in streams:
+        stream.ack()
+    await asyncio.sleep(0.05)
+
+
+async def ack_sweep(streams: list[Stream]) -> None:
+    """Rule 3's sweep: acknowledge whatever each stream was delivered meanwhile."""
     while True:
-        await asyncio.sleep(_ACK_SWEEP)
+        await asyncio.sleep(ACK_SWEEP)
         for stream in streams:
             if stream.link is not None and stream.last_delivered > stream.last_acked:
                 stream.ack()
@@ -198,7 +244,7 @@ async def _ack_sweep(streams: list[Stream]) -> None:
 # --- routing (and the backlog fill) ----------------------------------------------------------
 
 
-class _Device(_Source):
+class _Device(Source):
     __slots__ = ("engine", "job", "lane", "stream")
 
     def __init__(self, job: RoutingJob, stream: Stream, lane: Lane | None, count: int):
@@ -254,7 +300,7 @@ class RoutingJob(Job):
         self.pending: dict[bytes, list[Any]] = {}
         self.streams: dict[str, Stream] = {}
         self.decrypt: dict[str, dict[str, Lane]] = {}
-        self.engine: _Engine | None = None
+        self.engine: Engine | None = None
 
     async def connect(self) -> None:
         wanted: dict[str, Identity] = {}
@@ -263,15 +309,8 @@ class RoutingJob(Job):
         for identity, lanes in self.receivers:
             wanted[identity.device_id] = identity
             self.decrypt[identity.device_id] = lanes
-
-        async def open_one(identity: Identity) -> None:
-            stream = Stream(identity, self._on_frame)
-            await stream.open(self.url)
-            self.streams[identity.device_id] = stream
-
-        await _gather_limited(
-            [lambda i=i: open_one(i) for i in wanted.values()],  # type: ignore[misc]
-            128,
+        self.streams = await open_streams(
+            self.url, list(wanted.values()), self._on_frame
         )
 
     async def run(self) -> Result:
@@ -281,8 +320,8 @@ class RoutingJob(Job):
         ]
         for source in sources:
             source.stream.owner = source
-        self.engine = engine = _Engine(sources, self.window, self.rate)
-        sweeper = asyncio.create_task(_ack_sweep(list(self.streams.values())))
+        self.engine = engine = Engine(sources, self.window, self.rate)
+        sweeper = asyncio.create_task(ack_sweep(list(self.streams.values())))
         cpu = time.process_time()
         try:
             await engine.run(self.timeout)
@@ -291,9 +330,7 @@ class RoutingJob(Job):
         finally:
             sweeper.cancel()
         cpu = time.process_time() - cpu
-        for stream in self.streams.values():
-            stream.ack()
-        await asyncio.sleep(0.05)  # let the last acknowledgements leave
+        await ack_all(self.streams.values())
         done = sum(s.count for s in sources) - engine.remaining
         return Result(
             started=engine.started,
@@ -322,7 +359,6 @@ class RoutingJob(Job):
             self._mark(frame.id, 1)
         elif kind is proto.Deliver:
             assert isinstance(frame, proto.Deliver)
-            stream.last_delivered = frame.seq
             entry = self.pending.get(frame.id)
             engine = self.engine
             assert engine is not None
@@ -335,8 +371,7 @@ class RoutingJob(Job):
                 else:
                     engine.errors.append(f"delivery {frame.id.hex()} did not verify")
             self._mark(frame.id, 2)
-            if frame.seq - stream.last_acked >= self.ack_every:
-                stream.ack()
+            stream.delivered(frame.seq, self.ack_every)
         elif kind is proto.Error:
             assert isinstance(frame, proto.Error)
             assert self.engine is not None
@@ -386,15 +421,14 @@ class BacklogDrain(Job):
         welcome = await stream.open(self.url)
         if welcome.pending < self.expect:
             self.errors.append(f"only {welcome.pending} envelopes were waiting")
-        sweeper = asyncio.create_task(_ack_sweep([stream]))
+        sweeper = asyncio.create_task(ack_sweep([stream]))
         try:
             await asyncio.wait_for(self.done, self.timeout)
         except TimeoutError:
             self.errors.append(f"timed out after {self.got} envelopes")
         finally:
             sweeper.cancel()
-        stream.ack()
-        await asyncio.sleep(0.05)
+        await ack_all([stream])
         return Result(
             started=started,
             finished=self.last or time.perf_counter(),
@@ -406,7 +440,6 @@ class BacklogDrain(Job):
 
     def _on_frame(self, stream: Stream, frame: proto.ServerFrame) -> None:
         if isinstance(frame, proto.Deliver):
-            stream.last_delivered = frame.seq
             self.got += 1
             if self.decrypt is not None:
                 lane = self.decrypt.get(frame.sender)
@@ -414,8 +447,7 @@ class BacklogDrain(Job):
                     self.verified += 1
                 else:
                     self.errors.append(f"delivery {frame.id.hex()} did not verify")
-            if frame.seq - stream.last_acked >= self.ack_every:
-                stream.ack()
+            stream.delivered(frame.seq, self.ack_every)
             if self.got >= self.expect and self.done is not None:
                 self.last = time.perf_counter()
                 if not self.done.done():
@@ -482,7 +514,7 @@ class IdleJob(Job):
 # --- the echo ceiling -------------------------------------------------------------------------
 
 
-class _EchoConn(_Source):
+class _EchoConn(Source):
     __slots__ = ("engine", "frame", "link", "sent")
 
     def __init__(self, count: int, frame: bytes) -> None:
@@ -490,7 +522,7 @@ class _EchoConn(_Source):
         self.frame = frame
         self.sent: collections.deque[float] = collections.deque()
         self.link: Link | None = None
-        self.engine: _Engine | None = None
+        self.engine: Engine | None = None
 
     def fire(self, stamp: float) -> None:
         assert self.link is not None
@@ -535,7 +567,7 @@ class EchoJob(Job):
         )
 
     async def run(self) -> Result:
-        engine = _Engine(list(self.conns), self.window, self.rate)
+        engine = Engine(list(self.conns), self.window, self.rate)
         for conn in self.conns:
             conn.engine = engine
         cpu = time.process_time()
@@ -557,101 +589,3 @@ class EchoJob(Job):
         for conn in self.conns:
             if conn.link is not None:
                 conn.link.close()
-
-
-# --- worker processes -------------------------------------------------------------------------
-
-
-def _worker_main(job: Job, conn: Connection) -> None:
-    raise_open_files()
-    try:
-        import uvloop
-
-        uvloop.run(_worker(job, conn))
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        asyncio.run(_worker(job, conn))
-
-
-async def _worker(job: Job, conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        await job.connect()
-    except Exception as exc:
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-        job.close()
-        return
-    conn.send(("ready", None))
-    # Wait in a thread, so that the loop keeps answering the server's pings meanwhile.
-    await loop.run_in_executor(None, conn.recv)
-    try:
-        result = await job.run()
-    except Exception as exc:
-        result = Result(errors=[f"{type(exc).__name__}: {exc}"])
-    conn.send(("result", result))
-    if job.hold:
-        await loop.run_in_executor(None, conn.recv)
-    job.close()
-    await asyncio.sleep(0.05)
-
-
-class Workers:
-    """Load-generator processes, forked so that they share the pre-encrypted traffic."""
-
-    def __init__(self, jobs: list[Job]) -> None:
-        context = multiprocessing.get_context("fork")
-        self._conns: list[Connection] = []
-        self._procs: list[multiprocessing.process.BaseProcess] = []
-        for job in jobs:
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_worker_main, args=(job, theirs))
-            process.start()
-            theirs.close()
-            self._conns.append(ours)
-            self._procs.append(process)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p.pid is not None]
-
-    def _receive(self, conn: Connection, timeout: float) -> tuple[str, Any]:
-        if not conn.poll(timeout):
-            raise RuntimeError(f"a load-generator worker did not answer in {timeout}s")
-        message: tuple[str, Any] = conn.recv()
-        return message
-
-    def wait_ready(self, timeout: float = 300.0) -> None:
-        """Raises ``RuntimeError`` if a worker could not connect."""
-        for conn in self._conns:
-            kind, detail = self._receive(conn, timeout)
-            if kind != "ready":
-                raise RuntimeError(f"a load-generator worker failed: {detail}")
-
-    def go(self) -> None:
-        for conn in self._conns:
-            conn.send("go")
-
-    def results(self, timeout: float = 900.0) -> list[Result]:
-        out: list[Result] = []
-        for conn in self._conns:
-            kind, result = self._receive(conn, timeout)
-            assert kind == "result" and isinstance(result, Result)
-            out.append(result)
-        return out
-
-    def stop(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send("stop")
-        for process in self._procs:
-            process.join(30)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for conn in self._conns:
-            conn.close()
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -38,12 +38,21 @@ from ._wire import Identity
 if TYPE_CHECKING:
     from strongroom.cli._local import LocalServer as _LocalServer
 
-__all__ = ["Lane", "Org", "Pair", "make_pairs", "organisation", "sample_frame"]
+__all__ = [
+    "Lane",
+    "Org",
+    "Pair",
+    "filler_text",
+    "make_pairs",
+    "organisation",
+    "sample_frame",
+]
 
 _FILLER = b"abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def _text(size: int) -> str:
+def filler_text(size: int) -> str:
+    """``size`` bytes of ASCII text, the same for every message of that size."""
     return (_FILLER * (size // len(_FILLER) + 1))[:size].decode()
 
 
@@ -101,7 +110,13 @@ class Org:
 
             await asyncio.gather(*(issue(u) for u in names))
 
-        shared = _SharedTransport(httpx.AsyncHTTPTransport())
+        # Idle pooled connections are dropped after 1 s, well inside the server's 5 s
+        # keep-alive: on a loaded machine an activation's client-side PAKE can outlast
+        # the keep-alive, and a connection the server is closing just as it is reused
+        # fails the activation with a read error.
+        shared = _SharedTransport(
+            httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=1.0))
+        )
 
         async def activate(user: str) -> Identity:
             async with limit:
@@ -237,7 +252,7 @@ class Lane:
 
     def prepare(self, count: int, size: int) -> None:
         """Pre-encrypt ``count`` messages of ``size`` bytes of text."""
-        text = _text(size)
+        text = filler_text(size)
         self.frames = [self.encrypt(text) for _ in range(count)]
 
     def open(self, deliver: proto.Deliver) -> bool:
@@ -317,4 +332,4 @@ def sample_frame(size: int) -> int:
     fake_a = Identity("a", a.device_id, a, "", "")
     fake_b = Identity("b", b.device_id, b, "", "")
     pair = _warm(fake_a, fake_b, a.create_outbound(b.curve25519, key.key))
-    return len(pair.ab.encrypt(_text(size))[1])
+    return len(pair.ab.encrypt(filler_text(size))[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from array import array
 
 import msgspec
@@ -13,9 +14,11 @@ from ._machine import Machine
 
 __all__ = [
     "BUDGETS",
+    "CEILINGS",
     "Figure",
     "Knobs",
     "Report",
+    "ceiling_of",
     "percentile",
     "print_report",
     "smoke_knobs",
@@ -40,6 +43,9 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True):
         200  # activation: devices to activate when nothing else needs more
     )
     concurrency: int = 16  # activation: at once
+    members: tuple[int, ...] = (10, 100, 1000)  # fanout: member devices, one group each
+    repeat: int = 20  # fanout: messages sent one at a time, per group
+    sustain: float = 3.0  # fanout: seconds of closed-loop group traffic, per group
     workers: int = 1  # load-generator processes
     live: bool = False  # encrypt and decrypt on the path instead of pre-encrypting
     ceiling: bool = (
@@ -61,6 +67,9 @@ def smoke_knobs(knobs: Knobs) -> Knobs:
         identities=0,
         activations=4,
         concurrency=4,
+        members=(5, 20),
+        repeat=2,
+        sustain=0.5,
         smoke=True,
     )
 
@@ -99,16 +108,18 @@ BUDGETS: dict[str, dict[str, float]] = {
         "routing_latency_p99_ms": 25,
         "backlog_drain_envelopes_per_s": 50_000,
         "idle_kib_per_connection": 40,
+        "fanout_1000_last_ms": 250,
     },
     "postgresql": {
         "routing_envelopes_per_s": 10_000,
         "routing_latency_p99_ms": 25,
         "backlog_drain_envelopes_per_s": 50_000,
         "idle_kib_per_connection": 40,
+        "fanout_1000_last_ms": 250,
     },
 }
 
-#: figure -> the echo figure it is compared with.
+#: figure -> the echo figure it is compared with; fan-out figures as ``fanout_N_…``.
 CEILINGS: dict[str, str] = {
     "routing_envelopes_per_s": "echo_messages_per_s",
     "routing_latency_p50_ms": "echo_latency_p50_ms",
@@ -119,7 +130,16 @@ CEILINGS: dict[str, str] = {
     "backlog_drain_envelopes_per_s": "echo_messages_per_s",
     "idle_kib_per_connection": "echo_idle_kib_per_connection",
     "activations_per_s": "echo_messages_per_s",
+    # A member delivery is one frame out, as an echoed frame is one out (and one in).
+    "fanout_N_deliveries_per_s": "echo_messages_per_s",
 }
+
+_GROUP_SIZE = re.compile(r"^fanout_\d+_")
+
+
+def ceiling_of(name: str) -> str | None:
+    """The name of the echo figure that figure ``name`` is compared with, if any."""
+    return CEILINGS.get(_GROUP_SIZE.sub("fanout_N_", name))
 
 
 def percentile(values: array[float], p: float) -> float:

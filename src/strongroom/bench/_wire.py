@@ -230,6 +230,12 @@ class Stream:
         assert self.link is not None
         self.link.send(data)
 
+    def delivered(self, seq: int, ack_every: int) -> None:
+        """Note delivery ``seq``; acknowledge once ``ack_every`` are unacknowledged."""
+        self.last_delivered = seq
+        if seq - self.last_acked >= ack_every:
+            self.ack()
+
     def ack(self) -> None:
         """Acknowledge everything delivered so far (cumulative), if anything is new."""
         if self.last_delivered > self.last_acked:

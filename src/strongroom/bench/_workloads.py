@@ -1,14 +1,18 @@
-"""The workloads, in the order ``all`` runs them: echo, activation, idle, routing, backlog.
+"""The workloads, in the order ``all`` runs them: echo, activation, idle, routing, backlog,
+fanout.
 
 Rules:
 
 1. One server per run (per database): devices are activated once, concurrently, and the
    workloads use disjoint sets of them (routing its pairs, the backlog its senders and
    receiver), so no Olm session is used by two workloads.  Idle connections may share
-   identities: the server accepts several streams per device.
+   identities: the server accepts several streams per device.  The fan-out comes last and
+   uses the first devices again (its sender and members), since it uses no Olm session
+   and everything sent to them before has been acknowledged: a run of ``all`` activates
+   no extra device for it.
 2. Every figure carries the server child's CPU seconds and peak RSS over its own
-   measurement (``/proc``), and the load generator's CPU seconds, so the split of the two
-   cores is visible beside the figure.
+   measurement (``_measure``), and the load generator's CPU seconds, so the split of the
+   two cores is visible beside the figure.
 3. Idle memory is measured before routing and the backlog, so that the per-connection
    figure is not flattered by memory that heavier workloads left free inside the server.
 """
@@ -17,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import statistics
 import time
-from array import array
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -30,99 +34,38 @@ from ._drive import (
     Job,
     Result,
     RoutingJob,
-    Workers,
 )
 from ._echo import EchoServer
+from ._fanout import FanoutJob, group_traffic
 from ._fleet import Lane, Org, make_pairs, organisation, sample_frame
 from ._machine import ProcSample, describe_machine, raise_open_files, sample
-from ._report import BUDGETS, CEILINGS, Figure, Knobs, Report, percentile
+from ._measure import (
+    Window,
+    drive,
+    drive_phases,
+    errors_of,
+    floats,
+    make_figure,
+    rate_of,
+)
+from ._report import BUDGETS, Figure, Knobs, Report, ceiling_of, percentile
 from ._wire import Identity
+from ._workers import Workers
 
 __all__ = ["SERVER_WORKLOADS", "UNAVAILABLE", "WORKLOADS", "run_bench"]
 
-SERVER_WORKLOADS = ("activation", "idle", "routing", "backlog")
+SERVER_WORKLOADS = ("activation", "idle", "routing", "backlog", "fanout")
 WORKLOADS = ("echo", *SERVER_WORKLOADS)
-UNAVAILABLE = {
-    "fanout": "needs server-side groups, which are not built yet (issue 6 depends on them)"
-}
+#: workload -> why it cannot run yet (none at present; the CLI lists and refuses them)
+UNAVAILABLE: dict[str, str] = {}
 _SETTLE = 2.0
+# Pre-encrypted messages for a sustained fan-out phase: enough for 100,000 member
+# deliveries/s (about twice the echo ceiling), at most this many.
+_SUSTAIN_DELIVERIES_PER_S = 100_000
+_SUSTAIN_POOL = 20_000
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
-
-
-class _Window:
-    """A measurement: the server's and the load generator's resources over it."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.before = sample(pid)
-        self.after: ProcSample = self.before
-        self.started = time.perf_counter()
-        self.wall = 0.0
-
-    def end(self) -> _Window:
-        self.after = sample(self.pid)
-        self.wall = time.perf_counter() - self.started
-        return self
-
-    @property
-    def cpu(self) -> float:
-        return self.after.cpu_seconds - self.before.cpu_seconds
-
-
-def _figure(
-    workload: str,
-    name: str,
-    value: float,
-    unit: str,
-    window: _Window,
-    loadgen_cpu: float,
-    *,
-    higher: bool = True,
-    note: str = "",
-) -> Figure:
-    return Figure(
-        workload=workload,
-        name=name,
-        value=value,
-        unit=unit,
-        higher_is_better=higher,
-        server_cpu_s=round(window.cpu, 3),
-        server_peak_rss_kib=window.after.peak_rss_kib,
-        loadgen_cpu_s=round(loadgen_cpu, 3),
-        wall_s=round(window.wall, 3),
-        note=note,
-    )
-
-
-def _drive(jobs: list[Job], pid: int) -> tuple[list[Result], _Window]:
-    """Connect every job, start them together, collect the results."""
-    with Workers(jobs) as workers:
-        workers.wait_ready()
-        window = _Window(pid)
-        workers.go()
-        results = workers.results()
-        window.end()
-    return results, window
-
-
-def _rate(results: list[Result]) -> float:
-    done = sum(r.completed for r in results)
-    started = min(r.started for r in results)
-    finished = max(r.finished for r in results)
-    return done / max(finished - started, 1e-9)
-
-
-def _latencies(results: list[Result]) -> array[float]:
-    values: array[float] = array("d")
-    for result in results:
-        values.frombytes(result.latencies)
-    return values
-
-
-def _errors(results: list[Result]) -> list[str]:
-    return [e for r in results for e in r.errors]
 
 
 class _Bench:
@@ -151,19 +94,19 @@ class _Bench:
                 EchoJob(echo.ws_url, n, count, self.frame_size, window=k.window)
                 for n in self._shares(k.devices)
             ]
-            results, window = _drive(jobs, echo.pid)
-            self.errors += _errors(results)
-            peak = _rate(results)
+            results, window = drive(jobs, echo.pid)
+            self.errors += errors_of(results)
+            peak = rate_of(results)
             cpu = sum(r.cpu_seconds for r in results)
             note = f"echo frames are {self.frame_size} bytes, the size of a routed Send"
             self.add(
-                _figure(
+                make_figure(
                     "echo", "echo_messages_per_s", peak, "msg/s", window, cpu, note=note
                 )
             )
-            sat = percentile(_latencies(results), 0.99) * 1000
+            sat = percentile(floats(r.latencies for r in results), 0.99) * 1000
             self.add(
-                _figure(
+                make_figure(
                     "echo",
                     "echo_saturated_p99_ms",
                     sat,
@@ -186,8 +129,8 @@ class _Bench:
                 )
                 for n in self._shares(k.devices)
             ]
-            results, window = _drive(jobs, echo.pid)
-            self.errors += _errors(results)
+            results, window = drive(jobs, echo.pid)
+            self.errors += errors_of(results)
             self._latency_figures("echo", "echo", results, window, rate)
             self.progress(f"echo: {k.idle} idle connections")
             before = sample(echo.pid)
@@ -205,21 +148,21 @@ class _Bench:
         workload: str,
         prefix: str,
         results: list[Result],
-        window: _Window,
+        window: Window,
         rate: float,
     ) -> None:
-        values = _latencies(results)
+        values = floats(r.latencies for r in results)
         cpu = sum(r.cpu_seconds for r in results)
-        achieved = _rate(results)
+        achieved = rate_of(results)
         self.add(
-            _figure(
+            make_figure(
                 workload, f"{prefix}_paced_rate_per_s", achieved, "msg/s", window, cpu
             )
         )
         for p in (50, 95, 99):
             value = percentile(values, p / 100) * 1000
             self.add(
-                _figure(
+                make_figure(
                     workload,
                     f"{prefix}_latency_p{p}_ms",
                     value,
@@ -236,7 +179,7 @@ class _Bench:
         self, workload: str, name: str, jobs: list[Job], pid: int, before: ProcSample
     ) -> None:
         with Workers(jobs) as workers:
-            window = _Window(pid)
+            window = Window(pid)
             window.before = before
             workers.wait_ready()
             time.sleep(_SETTLE)
@@ -244,11 +187,11 @@ class _Bench:
             workers.go()
             results = workers.results()
         connected = sum(r.connected for r in results)
-        self.errors += _errors(results)
+        self.errors += errors_of(results)
         grown = window.after.rss_kib - before.rss_kib
         per = grown / max(connected, 1)
         self.add(
-            _figure(
+            make_figure(
                 workload,
                 name,
                 per,
@@ -267,19 +210,20 @@ class _Bench:
         k = self.knobs
         routing = max(2, k.devices - k.devices % 2) if "routing" in workloads else 0
         backlog = k.senders + 1 if "backlog" in workloads else 0
-        needed = routing + backlog
+        group = max(k.members) + 1 if "fanout" in workloads else 0
+        needed = max(routing + backlog, group)
         if "idle" in workloads and needed == 0:
             needed = min(k.identities or k.activations, k.idle)
         if "activation" in workloads:
             needed = max(needed, k.activations)
         with organisation(self.database) as org:
             self.progress(f"activating {needed:,} devices, {k.concurrency} at once")
-            window = _Window(org.pid)
+            window = Window(org.pid)
             devices, seconds = _run_async(org.enrol(needed, k.concurrency))
             window.end()
             if "activation" in workloads:
                 self.add(
-                    _figure(
+                    make_figure(
                         "activation",
                         "activations_per_s",
                         needed / seconds,
@@ -297,6 +241,9 @@ class _Bench:
                 self.routing(org, devices[:routing])
             if "backlog" in workloads:
                 self.backlog(org, devices[routing : routing + backlog])
+            if "fanout" in workloads:
+                for members in k.members:
+                    self.fanout(org, devices[0], devices[1 : members + 1])
 
     def idle(self, org: Org, devices: list[Identity]) -> None:
         k = self.knobs
@@ -362,11 +309,11 @@ class _Bench:
                 lane.prepare(2 * k.messages, k.size)
         mode = "live Olm on the path" if k.live else "pre-encrypted"
         self.progress(f"routing: saturating, {k.window} in flight per device ({mode})")
-        results, window = _drive(
+        results, window = drive(
             self._routing_jobs(org, lanes, None, k.messages), org.pid
         )
-        self.errors += _errors(results)
-        peak = _rate(results)
+        self.errors += errors_of(results)
+        peak = rate_of(results)
         cpu = sum(r.cpu_seconds for r in results)
         size = lanes[0].payload_size if lanes[0].payload_size else self.frame_size
         note = (
@@ -374,7 +321,7 @@ class _Bench:
             f"{size}-byte Olm envelopes, {mode}"
         )
         self.add(
-            _figure(
+            make_figure(
                 "routing",
                 "routing_envelopes_per_s",
                 peak,
@@ -384,9 +331,9 @@ class _Bench:
                 note=note,
             )
         )
-        sat = percentile(_latencies(results), 0.99) * 1000
+        sat = percentile(floats(r.latencies for r in results), 0.99) * 1000
         self.add(
-            _figure(
+            make_figure(
                 "routing",
                 "routing_saturated_p99_ms",
                 sat,
@@ -399,17 +346,17 @@ class _Bench:
         if k.live:
             verified = sum(r.verified for r in results)
             self.add(
-                _figure("routing", "routing_verified", verified, "msg", window, cpu)
+                make_figure("routing", "routing_verified", verified, "msg", window, cpu)
             )
         rate = k.rate or peak / 2
         self.progress(f"routing: paced at {rate:,.0f}/s")
         if not k.live:
             for lane in lanes:
                 lane.frames = lane.frames[k.messages :]
-        results, window = _drive(
+        results, window = drive(
             self._routing_jobs(org, lanes, rate, k.messages), org.pid
         )
-        self.errors += _errors(results)
+        self.errors += errors_of(results)
         self._latency_figures("routing", "routing", results, window, rate)
 
     def backlog(self, org: Org, devices: list[Identity]) -> None:
@@ -440,14 +387,14 @@ class _Bench:
                     need_delivery=False,
                 )
             )
-        results, window = _drive(jobs, org.pid)
-        self.errors += _errors(results)
+        results, window = drive(jobs, org.pid)
+        self.errors += errors_of(results)
         cpu = sum(r.cpu_seconds for r in results)
         self.add(
-            _figure(
+            make_figure(
                 "backlog",
                 "backlog_fill_envelopes_per_s",
-                _rate(results),
+                rate_of(results),
                 "env/s",
                 window,
                 cpu,
@@ -459,19 +406,112 @@ class _Bench:
         drain: list[Job] = [
             BacklogDrain(org.ws_url, receiver, k.backlog, decrypt, ack_every=256)
         ]
-        results, window = _drive(drain, org.pid)
-        self.errors += _errors(results)
+        results, window = drive(drain, org.pid)
+        self.errors += errors_of(results)
         self.add(
-            _figure(
+            make_figure(
                 "backlog",
                 "backlog_drain_envelopes_per_s",
-                _rate(results),
+                rate_of(results),
                 "env/s",
                 window,
                 sum(r.cpu_seconds for r in results),
                 note="backlog drain: from connect (handshake included) to the last "
                 "delivery, acknowledged every 256",
             )
+        )
+
+    def fanout(self, org: Org, sender: Identity, members: list[Identity]) -> None:
+        k = self.knobs
+        n = len(members)
+        pool = min(_SUSTAIN_POOL, int(k.sustain * _SUSTAIN_DELIVERIES_PER_S / n) + 1)
+        self.progress(
+            f"fanout {n:,}: pre-encrypting {k.repeat + pool:,} group messages (Megolm)"
+        )
+        traffic = group_traffic(sender, members, k.repeat + pool, k.size)
+        self.progress(
+            f"fanout {n:,}: {k.repeat} messages one at a time, then {k.sustain:g} s "
+            f"with {k.window} in flight"
+        )
+        job = FanoutJob(
+            org.ws_url, traffic, repeat=k.repeat, sustain=k.sustain, window=k.window
+        )
+        (single, window), (sustained, window2) = drive_phases([job], org.pid, 2)
+        results = [*single, *sustained]
+        self.errors += errors_of(results)
+        prefix = f"fanout_{n}"
+        spans = floats(r.spans for r in single)
+        if spans:
+            note = (
+                f"{prefix}: one {traffic.body_size}-byte Megolm body in a "
+                f"{traffic.frame_size:,}-byte SendShared, stored once, to {n:,} "
+                f"connected member devices; {len(spans)} messages one at a time on a "
+                "quiet server, timed from the send to the last member's delivery "
+                "(median, max) and to each member's (p99)"
+            )
+            each = floats(r.latencies for r in single)
+            for name, value in (
+                ("last_ms", statistics.median(spans)),
+                ("last_max_ms", max(spans)),
+                ("device_p99_ms", percentile(each, 0.99)),
+            ):
+                self.add(
+                    self._fanout_figure(
+                        f"{prefix}_{name}", value * 1000, "ms", window, single, note
+                    )
+                )
+        done = sum(r.completed for r in sustained)
+        if done:
+            rate = rate_of(sustained)
+            cut = sum(r.sent for r in sustained) >= pool
+            note = (
+                f"{prefix} sustained: one sender, at most {k.window} group messages in "
+                f"flight (until accepted and delivered to every member), {k.sustain:g} s"
+                + (
+                    f"; cut short: all {pool:,} pre-encrypted messages sent"
+                    if cut
+                    else ""
+                )
+                + "; server CPU per group message (accept, commit, deliveries, "
+                "acknowledgements)"
+            )
+            for name, value, unit in (
+                ("deliveries_per_s", rate * n, "env/s"),
+                ("messages_per_s", rate, "msg/s"),
+                ("server_cpu_ms_per_message", window2.cpu / done * 1000, "ms"),
+            ):
+                self.add(
+                    self._fanout_figure(
+                        f"{prefix}_{name}", value, unit, window2, sustained, note
+                    )
+                )
+        sent = sum(r.sent for r in results)
+        checked = sum(r.verified for r in results)
+        self.add(
+            self._fanout_figure(
+                f"{prefix}_delivered_pct",
+                100 * checked / max(1, sent * n),
+                "%",
+                window2,
+                [],
+                f"{prefix}_delivered_pct: member deliveries whose id, sender, shared "
+                f"flag and body were checked, of {sent:,} messages x {n:,} members",
+            )
+        )
+
+    @staticmethod
+    def _fanout_figure(
+        name: str,
+        value: float,
+        unit: str,
+        window: Window,
+        results: list[Result],
+        note: str,
+    ) -> Figure:
+        higher = not (name.endswith("_ms") or name.endswith("_per_message"))
+        cpu = sum(r.cpu_seconds for r in results)
+        return make_figure(
+            "fanout", name, value, unit, window, cpu, higher=higher, note=note
         )
 
 
@@ -527,7 +567,7 @@ def _compare(figures: list[Figure], kind: str) -> None:
     budgets = BUDGETS[kind]
     for figure in figures:
         figure.budget = budgets.get(figure.name)
-        echo = by_name.get(CEILINGS.get(figure.name, ""))
+        echo = by_name.get(ceiling_of(figure.name) or "")
         if echo is not None and echo.value > 0:
             figure.vs_echo = figure.value / echo.value
 

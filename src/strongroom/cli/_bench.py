@@ -8,6 +8,7 @@ from typing import Annotated
 import msgspec
 import typer
 
+from strongroom import proto
 from strongroom.bench import (
     UNAVAILABLE,
     WORKLOADS,
@@ -37,7 +38,8 @@ def bench(
     ] = _D.messages,
     size: Annotated[int, typer.Option(help="bytes of text per message")] = _D.size,
     window: Annotated[
-        int, typer.Option(help="routing: messages in flight per device")
+        int,
+        typer.Option(help="routing and fanout: messages in flight per sending device"),
     ] = _D.window,
     rate: Annotated[
         float,
@@ -60,10 +62,24 @@ def bench(
     concurrency: Annotated[
         int, typer.Option(help="activation: activations at once")
     ] = _D.concurrency,
+    members: Annotated[
+        str,
+        typer.Option(help="fanout: member devices of each group measured, a list"),
+    ] = ",".join(map(str, _D.members)),
+    repeat: Annotated[
+        int, typer.Option(help="fanout: messages sent one at a time, per group")
+    ] = _D.repeat,
+    sustain: Annotated[
+        float,
+        typer.Option(help="fanout: seconds of sustained group traffic, per group"),
+    ] = _D.sustain,
     workers: Annotated[int, typer.Option(help="load-generator processes")] = _D.workers,
     live: Annotated[
         bool,
-        typer.Option("--live", help="encrypt and decrypt on the path (client crypto)"),
+        typer.Option(
+            "--live",
+            help="routing and backlog: encrypt and decrypt on the path (client crypto)",
+        ),
     ] = False,
     ceiling: Annotated[
         bool,
@@ -80,13 +96,15 @@ def bench(
         Path | None, typer.Option("--json", help="also write the report here")
     ] = None,
 ) -> None:
-    """Benchmark a real server on loopback: routing, backlog, idle, activation, echo."""
+    """Benchmark a real server on loopback: routing, backlog, idle, activation, fanout,
+    echo."""
     if workload not in _NAMES:
         fail(f"unknown workload {workload!r}: choose one of {', '.join(_NAMES)}", 2)
     if workload in UNAVAILABLE:
         fail(f"{workload} is not yet available: it {UNAVAILABLE[workload]}", 2)
     if db != "sqlite" and not db.startswith(("postgresql://", "postgres://")):
         fail("--db takes sqlite or a postgresql://… URL", 2)
+    group_sizes = _group_sizes(members)
     knobs = Knobs(
         devices=devices,
         messages=messages,
@@ -99,6 +117,9 @@ def bench(
         identities=identities,
         activations=activations,
         concurrency=concurrency,
+        members=group_sizes,
+        repeat=repeat,
+        sustain=sustain,
         workers=workers,
         live=live,
         ceiling=ceiling,
@@ -108,11 +129,18 @@ def bench(
     if (
         min(knobs.devices, knobs.messages, knobs.size, knobs.window) < 1
         or min(
-            knobs.backlog, knobs.senders, knobs.idle, knobs.activations, knobs.workers
+            knobs.backlog,
+            knobs.senders,
+            knobs.idle,
+            knobs.activations,
+            knobs.workers,
+            knobs.repeat,
         )
         < 1
     ):
         fail("counts and sizes must be at least 1", 2)
+    if knobs.sustain <= 0:
+        fail("--sustain takes a number of seconds above 0", 2)
     if knobs.window > 256:
         fail("--window is at most 256 (the protocol's limit on pending sends)", 2)
     chosen = [*WORKLOADS, *UNAVAILABLE] if workload == "all" else [workload]
@@ -127,3 +155,14 @@ def bench(
         err_console.print(f"[dim]bench:[/] wrote {json_out}")
     if report.errors:
         raise typer.Exit(1)
+
+
+def _group_sizes(text: str) -> tuple[int, ...]:
+    """``--members 10,100,1000``: each a group size a ``SendShared`` may reach."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        fail(f"--members takes whole numbers separated by commas, not {text!r}", 2)
+    if not all(1 <= n <= proto.MAX_FANOUT for n in sizes):
+        fail(f"--members: each group has 1 to {proto.MAX_FANOUT:,} member devices", 2)
+    return tuple(dict.fromkeys(sizes))
