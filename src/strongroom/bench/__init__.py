@@ -6,8 +6,15 @@ load-generator worker processes.  ``run_bench`` returns a ``Report``; the CLI pr
 a table and writes it as JSON.  See docs/performance.md for the figures and the profile.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._report import (
     BUDGETS,
+    SERVER_WORKLOADS,
+    UNAVAILABLE,
+    WORKLOADS,
     Figure,
     Knobs,
     Report,
@@ -15,7 +22,9 @@ from ._report import (
     print_report,
     smoke_knobs,
 )
-from ._workloads import SERVER_WORKLOADS, UNAVAILABLE, WORKLOADS, run_bench
+
+if TYPE_CHECKING:
+    from ._workloads import run_bench
 
 __all__ = [
     "BUDGETS",
@@ -30,3 +39,12 @@ __all__ = [
     "run_bench",
     "smoke_knobs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``run_bench`` loads the load generator and the server's parts on first use."""
+    if name == "run_bench":
+        from ._workloads import run_bench
+
+        return run_bench
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

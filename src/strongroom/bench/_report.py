@@ -15,6 +15,9 @@ from ._machine import Machine
 __all__ = [
     "BUDGETS",
     "CEILINGS",
+    "SERVER_WORKLOADS",
+    "UNAVAILABLE",
+    "WORKLOADS",
     "Figure",
     "Knobs",
     "Report",
@@ -23,6 +26,11 @@ __all__ = [
     "print_report",
     "smoke_knobs",
 ]
+
+SERVER_WORKLOADS = ("activation", "idle", "routing", "backlog", "fanout")
+WORKLOADS = ("echo", *SERVER_WORKLOADS)
+#: workload -> why it cannot run yet (none at present; the CLI lists and refuses them)
+UNAVAILABLE: dict[str, str] = {}
 
 
 class Knobs(msgspec.Struct, frozen=True, kw_only=True):

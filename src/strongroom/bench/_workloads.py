@@ -48,16 +48,21 @@ from ._measure import (
     make_figure,
     rate_of,
 )
-from ._report import BUDGETS, Figure, Knobs, Report, ceiling_of, percentile
+from ._report import (
+    BUDGETS,
+    SERVER_WORKLOADS,
+    UNAVAILABLE,
+    Figure,
+    Knobs,
+    Report,
+    ceiling_of,
+    percentile,
+)
 from ._wire import Identity
 from ._workers import Workers
 
-__all__ = ["SERVER_WORKLOADS", "UNAVAILABLE", "WORKLOADS", "run_bench"]
+__all__ = ["run_bench"]
 
-SERVER_WORKLOADS = ("activation", "idle", "routing", "backlog", "fanout")
-WORKLOADS = ("echo", *SERVER_WORKLOADS)
-#: workload -> why it cannot run yet (none at present; the CLI lists and refuses them)
-UNAVAILABLE: dict[str, str] = {}
 _SETTLE = 2.0
 # Pre-encrypted messages for a sustained fan-out phase: enough for 100,000 member
 # deliveries/s (about twice the echo ceiling), at most this many.

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from strongroom.errors import StrongroomError
 from strongroom.server import DataDir
-from strongroom.server._backup import BLOBS, Counts, Manifest, blob_dir_outside
-from strongroom.server._backup import backup as backup_data_dir
-from strongroom.server._backup import restore as restore_data_dir
+
+if TYPE_CHECKING:
+    from strongroom.server._backup import Counts, Manifest
 
 from ._common import console, fail
 
@@ -41,6 +41,8 @@ def _size(n: int) -> str:
 
 
 def _about_blobs(data: DataDir, manifest: Manifest) -> None:
+    from strongroom.server._backup import BLOBS, blob_dir_outside
+
     """Where the blobs came from, if not the data directory, and which were gone."""
     if not manifest.counts.blobs and not manifest.missing_blobs:
         return
@@ -83,6 +85,8 @@ def backup(
 ) -> None:
     """Back up a data directory (SQLite) to one archive, while the server runs."""
     try:
+        from strongroom.server._backup import backup as backup_data_dir
+
         manifest = backup_data_dir(
             DataDir(data), out, force=force, authority_key=with_authority_key
         )
@@ -97,6 +101,8 @@ def backup(
         f"  {_counts(manifest.counts)}; schema version {manifest.schema_version}; "
         "integrity check ok"
     )
+    from strongroom.server._backup import BLOBS
+
     fixed = sorted(name for name in manifest.files if not name.startswith(BLOBS + "/"))
     held = f" and {_blobs(manifest.counts.blobs)}" if manifest.counts.blobs else ""
     console.print(f"  holds {', '.join(fixed)}{held}")
@@ -119,6 +125,8 @@ def restore(
 ) -> None:
     """Restore a backup into a new or empty data directory (never a running server's)."""
     try:
+        from strongroom.server._backup import restore as restore_data_dir
+
         restored = restore_data_dir(archive, DataDir(data), force=force)
     except StrongroomError as exc:
         fail(str(exc))

@@ -14,7 +14,6 @@ from strongroom.bench import (
     WORKLOADS,
     Knobs,
     print_report,
-    run_bench,
     smoke_knobs,
 )
 
@@ -147,6 +146,8 @@ def bench(
 
     def progress(text: str) -> None:
         err_console.print(f"[dim]bench:[/] {text}", soft_wrap=True)
+
+    from strongroom.bench import run_bench  # the load generator, only when it runs
 
     report = run_bench(chosen, knobs, None if db == "sqlite" else db, progress)
     print_report(report, console)
