@@ -224,6 +224,10 @@ def test_a_request_opens_exactly_its_scopes_with_k_custodians(
 def test_turning_escrow_off_stops_new_copies(sqlite_org: Org) -> None:
     org = sqlite_org
     ceremony(org)
+    per_user = admin(
+        org, "policy", "set", "escrow", "off", "--user", "bob", check=False
+    )
+    assert "whole organisation only" in per_user.stderr
     admin(org, "policy", "set", "escrow", "on")
     alice = org.activate("alice")
     org.activate("bob")

@@ -317,6 +317,13 @@ class Fleet:
                 "escrow cannot be turned on before the custodians' ceremony: "
                 "run `strongroom admin escrow init`",
             )
+        if change.key == "escrow" and change.user is not None:
+            raise ApiRefusal(
+                400,
+                _E.BAD_REQUEST,
+                "escrow is set for the whole organisation only, so that everyone in a "
+                "conversation sees the same: it cannot be a user's override",
+            )
         if change.user is not None and await ctx.store.get_user(change.user) is None:
             raise ApiRefusal(404, _E.NOT_FOUND, f"no user {change.user!r}")
         if change.clear and change.user is None:
