@@ -71,6 +71,11 @@ async def call(
             raise ClientError(
                 f"cannot reach the server at {url}: is `strongroom serve` running?"
             ) from exc
+    return answer(response, kind)
+
+
+def answer(response: httpx.Response, kind: type[T]) -> T:
+    """The body of a 200, or ``ServerRefusedError`` with the server's sentence."""
     if response.status_code != 200:
         try:
             error = msgspec.json.decode(response.content, type=proto.ErrorBody)

@@ -31,10 +31,10 @@ from rich.table import Table
 from strongroom import proto
 from strongroom.client._passcode import kdf_params
 from strongroom.crypto import _escrow as escrow
-from strongroom.errors import ClientError, ServerRefusedError
+from strongroom.errors import ClientError
 from strongroom.server import DataDir
 
-from ._admin import JsonOpt, _State, admin_app, call
+from ._admin import JsonOpt, _State, admin_app, answer, call
 from ._common import console, err_console, fail, run
 
 __all__ = ["custodian_app", "escrow_app"]
@@ -385,15 +385,7 @@ async def _custodian_call(
             )
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach the server at {header.server}") from exc
-    if response.status_code != 200:
-        try:
-            error = msgspec.json.decode(response.content, type=proto.ErrorBody)
-        except proto.DECODE_ERRORS:
-            raise ServerRefusedError(
-                f"HTTP {response.status_code}", "internal"
-            ) from None
-        raise ServerRefusedError(error.detail, error.code)
-    return proto.decode_json(response.content, kind)
+    return answer(response, kind)
 
 
 @custodian_app.command("check")

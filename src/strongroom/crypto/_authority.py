@@ -12,6 +12,9 @@ valid signature under the pinned key for that object's domain; otherwise it rais
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -21,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from strongroom import proto
 from strongroom.errors import CertificateError, ConfigError, RemoteProtocolError
+
+T = TypeVar("T")
 
 __all__ = ["AuthorityKey", "AuthorityPublicKey"]
 
@@ -53,55 +58,55 @@ class AuthorityPublicKey:
                 "not signed by this organisation's authority"
             ) from exc
 
-    def verify_certificate(self, signed: proto.Signed) -> proto.DeviceCertificate:
-        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
-        self._verify(proto.DOMAIN_CERTIFICATE, signed)
+    def _verified(
+        self,
+        domain: bytes,
+        signed: proto.Signed,
+        decode: Callable[[bytes], T],
+        what: str,
+    ) -> T:
+        """The object the authority signed, under ``domain``, as exactly these bytes.
+
+        Raises ``CertificateError`` for a bad signature or bytes that do not decode.
+        """
+        self._verify(domain, signed)
         try:
-            return proto.decode_certificate(signed.body)
+            return decode(signed.body)
         except RemoteProtocolError as exc:
-            raise CertificateError("signed certificate does not decode") from exc
+            raise CertificateError(f"signed {what} does not decode") from exc
+
+    def verify_certificate(self, signed: proto.Signed) -> proto.DeviceCertificate:
+        return self._verified(
+            proto.DOMAIN_CERTIFICATE, signed, proto.decode_certificate, "certificate"
+        )
 
     def verify_revocation(self, signed: proto.Signed) -> proto.Revocation:
-        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
-        self._verify(proto.DOMAIN_REVOCATION, signed)
-        try:
-            return proto.decode_revocation(signed.body)
-        except RemoteProtocolError as exc:
-            raise CertificateError("signed revocation does not decode") from exc
+        return self._verified(
+            proto.DOMAIN_REVOCATION, signed, proto.decode_revocation, "revocation"
+        )
 
     def verify_policy(self, signed: proto.Signed) -> proto.Policy:
-        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
-        self._verify(proto.DOMAIN_POLICY, signed)
-        try:
-            return proto.decode_policy(signed.body)
-        except RemoteProtocolError as exc:
-            raise CertificateError("signed policy does not decode") from exc
+        return self._verified(
+            proto.DOMAIN_POLICY, signed, proto.decode_policy, "policy"
+        )
 
     def verify_wipe_order(self, signed: proto.Signed) -> proto.WipeOrder:
-        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
-        self._verify(proto.DOMAIN_WIPE, signed)
-        try:
-            return proto.decode_wipe_order(signed.body)
-        except RemoteProtocolError as exc:
-            raise CertificateError("signed wipe order does not decode") from exc
+        return self._verified(
+            proto.DOMAIN_WIPE, signed, proto.decode_wipe_order, "wipe order"
+        )
 
     def verify_user_disabled(self, signed: proto.Signed) -> proto.UserDisabled:
-        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
-        self._verify(proto.DOMAIN_USER_DISABLED, signed)
-        try:
-            return proto.decode_user_disabled(signed.body)
-        except RemoteProtocolError as exc:
-            raise CertificateError(
-                "signed user-disabled record does not decode"
-            ) from exc
+        return self._verified(
+            proto.DOMAIN_USER_DISABLED,
+            signed,
+            proto.decode_user_disabled,
+            "user-disabled record",
+        )
 
     def verify_audit(self, signed: proto.Signed) -> proto.AuditEntry:
-        """Raises ``CertificateError`` unless the authority signed exactly these bytes."""
-        self._verify(proto.DOMAIN_AUDIT, signed)
-        try:
-            return proto.decode_audit_entry(signed.body)
-        except RemoteProtocolError as exc:
-            raise CertificateError("signed audit entry does not decode") from exc
+        return self._verified(
+            proto.DOMAIN_AUDIT, signed, proto.decode_audit_entry, "audit entry"
+        )
 
 
 class AuthorityKey:
