@@ -261,8 +261,8 @@ def test_the_policy_and_escrow_shown_when_it_arrives(org: Org) -> None:
 
     authority = org.data.load_authority()
 
-    def set_policy(key: str, value: object) -> None:
-        body = proto.encode_json(proto.PolicySet(key=key, value=value, user="pat"))
+    def set_policy(key: str, value: object, user: str | None = "pat") -> None:
+        body = proto.encode_json(proto.PolicySet(key=key, value=value, user=user))
         response = org.admin("POST", "/v1/admin/policy", body)
         assert response.status_code == 200, response.text
 
@@ -276,7 +276,7 @@ def test_the_policy_and_escrow_shown_when_it_arrives(org: Org) -> None:
             await pa.press("escape")
             # IT signs a policy while the app runs: the stream brings it
             set_policy("retention_days", 30)
-            set_policy("escrow", True)
+            set_policy("escrow", True, user=None)  # escrow is organisation-wide
             await until(
                 pa, lambda: a.policy is not None and a.policy.escrow, "the policy"
             )
@@ -305,4 +305,7 @@ def test_the_policy_and_escrow_shown_when_it_arrives(org: Org) -> None:
             assert "refused policy version 1" in warnings
             assert a.policy.escrow  # still what was signed last
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        set_policy("escrow", False, user=None)  # the module's other tests share the org

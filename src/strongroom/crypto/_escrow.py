@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 import msgspec
-import rbcl  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -52,7 +51,15 @@ __all__ = [
 
 
 def _typed(name: str) -> Callable[..., bytes]:
-    return cast(Callable[..., bytes], getattr(rbcl, name))
+    """libsodium's function ``name``, loaded on first use (most processes never need
+    escrow)."""
+
+    def call(*args: bytes) -> bytes:
+        import rbcl  # type: ignore[import-untyped]
+
+        return cast(bytes, getattr(rbcl, name)(*args))
+
+    return call
 
 
 _add = _typed("crypto_core_ristretto255_add")

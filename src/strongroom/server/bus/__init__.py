@@ -14,12 +14,14 @@ server nodes sharing a NATS server or cluster).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from strongroom.errors import ConfigError
 
 from ._local import BusEvent, Listener, LocalBus
-from ._nats import NatsBus
+
+if TYPE_CHECKING:
+    from ._nats import NatsBus
 
 __all__ = [
     "Bus",
@@ -63,5 +65,15 @@ def bus_from_url(url: str, namespace: str) -> Bus:
     if url in ("local:", "local", ""):
         return LocalBus()
     if url.startswith(("nats://", "tls://")):
+        from ._nats import NatsBus  # loads the NATS client only for a NATS bus
+
         return NatsBus(url, namespace)
     raise ConfigError(f"unsupported bus URL {url!r}: use local: or nats://HOST:PORT")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NatsBus":
+        from ._nats import NatsBus
+
+        return NatsBus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,12 +10,12 @@ search path).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from strongroom.errors import ConfigError
 
 from ._migrations import SCHEMA_VERSION
-from ._postgres import PostgresStore
 from ._protocol import Store
 from ._rows import (
     AcceptResult,
@@ -32,6 +32,9 @@ from ._rows import (
     UserRow,
 )
 from ._sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -63,6 +66,8 @@ def store_from_url(url: str, data_dir: Path) -> Store:
         path = Path(url.removeprefix("sqlite:///"))
         return SqliteStore(path if path.is_absolute() else data_dir / path)
     if url.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresStore  # loads asyncpg only for PostgreSQL
+
         return PostgresStore(url)
     raise ConfigError(
         f"unsupported database URL {_redacted(url)!r}: this build serves "
@@ -76,3 +81,11 @@ def _redacted(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
