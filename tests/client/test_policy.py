@@ -17,7 +17,6 @@ from strongroom.client._policy import (
     accept_policy,
     accept_wipe,
     rules_in_force,
-    version_at_least,
 )
 from strongroom.errors import OrderRefusedError
 
@@ -131,10 +130,10 @@ def test_arbitrary_bytes_are_never_a_policy(store: LocalStore) -> None:
 
 
 def test_version_comparison() -> None:
-    assert version_at_least("strongroom/0.1.0", "0.1")
-    assert version_at_least("strongroom/1.10.0", "1.9.9")
-    assert not version_at_least("strongroom/0.1.0", "0.2")
-    assert not version_at_least("strongroom/garbage", "0.1")
+    assert proto.version_at_least("strongroom/0.1.0", "0.1")
+    assert proto.version_at_least("strongroom/1.10.0", "1.9.9")
+    assert not proto.version_at_least("strongroom/0.1.0", "0.2")
+    assert not proto.version_at_least("strongroom/garbage", "0.1")
 
 
 def test_policy_values_parse_with_clear_errors() -> None:

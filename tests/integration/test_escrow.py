@@ -128,6 +128,11 @@ def test_a_request_opens_exactly_its_scopes_with_k_custodians(
         ).content,
         proto.CustodianTask,
     )
+    stranger = httpx.get(
+        f"{org.url}/v1/escrow/requests/{rid}",
+        headers={"authorization": "Custodian 2 not-the-token"},
+    )
+    assert stranger.status_code == 401  # the request and its points: custodians only
     forged = []
     for item in task.items:
         for e in item.ephemerals:
@@ -161,6 +166,14 @@ def test_a_request_opens_exactly_its_scopes_with_k_custodians(
     assert "escrowed marker 7f3a" in report and "case 12: fraud inquiry" in report
     assert "outside marker 44d0" not in report + (out / "messages.jsonl").read_text()
 
+    # the server holds the copies sealed: no marker text anywhere in its database
+    stored = org.database_contents()
+    for marker in (
+        b"escrowed marker 7f3a",
+        b"reply marker 91bc",
+        b"outside marker 44d0",
+    ):
+        assert marker not in stored
     # every step is in the audit log, and it verifies
     audit = json.loads(admin(org, "audit", "show", "--json").stdout)
     steps = [a["action"] for a in audit if a["action"].startswith("escrow.")]

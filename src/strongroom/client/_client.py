@@ -44,7 +44,7 @@ from ._groups import (
     next_change,
     sign_change,
 )
-from ._policy import accept_policy, accept_wipe, rules_in_force, version_at_least
+from ._policy import accept_policy, accept_wipe, rules_in_force
 from ._store import LocalStore, Peer
 from ._wipe import wipe_home, wiped
 
@@ -415,7 +415,7 @@ class Client:
     def check_sending(self) -> None:
         """Raises ``PolicyViolationError`` when policy bars this client from sending."""
         need = self.rules.min_client_version
-        if need is not None and not version_at_least(CLIENT_VERSION, need):
+        if need is not None and not proto.version_at_least(CLIENT_VERSION, need):
             raise PolicyViolationError(
                 f"the organisation's policy needs client version {need} or newer to "
                 f"send; this is {CLIENT_VERSION}: update Strongroom"

@@ -29,7 +29,6 @@ __all__ = [
     "policy_in_force",
     "rules_in_force",
     "stored_policy",
-    "version_at_least",
 ]
 
 _signed = msgspec.msgpack.Decoder(proto.Signed)
@@ -126,18 +125,6 @@ def rules_in_force(store: LocalStore) -> proto.PolicyRules:
     """The rules this device obeys (the defaults when the organisation set none)."""
     policy = stored_policy(store)
     return proto.PolicyRules() if policy is None else policy.rules
-
-
-def version_at_least(have: str, need: str) -> bool:
-    """'strongroom/0.1.0' against '0.1' and the like."""
-
-    def parts(text: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(p) for p in text.rpartition("/")[2].split("."))
-        except ValueError:
-            return ()
-
-    return parts(have) >= parts(need)
 
 
 def describe(rules: proto.PolicyRules) -> list[str]:

@@ -70,6 +70,7 @@ from ._fleet import (
     decode_user_disabled,
     decode_wipe_order,
     parse_policy_value,
+    version_at_least,
 )
 from ._frames import (
     Accepted,
@@ -366,4 +367,5 @@ __all__ = [
     "valid_blob_id",
     "valid_device_id",
     "valid_user_id",
+    "version_at_least",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "decode_user_disabled",
     "decode_wipe_order",
     "parse_policy_value",
+    "version_at_least",
 ]
 
 DOMAIN_POLICY = b"strongroom/v1/policy"
@@ -102,6 +103,19 @@ def parse_policy_value(key: str, text: str) -> Any:
     except msgspec.ValidationError as exc:
         raise ValueError(f"{key}: {exc}") from None
     return value
+
+
+def version_at_least(have: str, need: str) -> bool:
+    """Whether client version ``have`` ("strongroom/0.1.0" or "0.1.0") is ``need`` or
+    newer; a version that does not parse is never new enough."""
+
+    def parts(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(p) for p in text.rpartition("/")[2].split("."))
+        except ValueError:
+            return ()
+
+    return parts(have) >= parts(need) and parts(have) != ()
 
 
 class Policy(msgspec.Struct, frozen=True, tag="policy"):

@@ -37,7 +37,7 @@ from .store import DeviceRow, FleetRow, PolicyChangeRow
 if TYPE_CHECKING:
     from ._context import ServerContext
 
-__all__ = ["Fleet", "iso", "parse_version"]
+__all__ = ["Fleet", "iso"]
 
 _E = proto.ErrorCode
 
@@ -50,15 +50,6 @@ def iso(ms: int | None) -> str | None:
         .isoformat(timespec="seconds")
         .replace("+00:00", "Z")
     )
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """'strongroom/0.1.0' or '0.1.0' -> (0, 1, 0); unparsable -> ()."""
-    tail = text.rpartition("/")[2]
-    try:
-        return tuple(int(p) for p in tail.split("."))
-    except ValueError:
-        return ()
 
 
 class _Effective(msgspec.Struct, frozen=True):
@@ -201,9 +192,9 @@ class Fleet:
             compliance = "compliant (no policy)"
         elif enforced is None or enforced < effective.version:
             compliance = f"behind: enforces v{enforced or 0} of v{effective.version}"
-        elif effective.rules.min_client_version is not None and parse_version(
-            d.client_version
-        ) < parse_version(effective.rules.min_client_version):
+        elif effective.rules.min_client_version is not None and not (
+            proto.version_at_least(d.client_version, effective.rules.min_client_version)
+        ):
             compliance = f"client too old (needs {effective.rules.min_client_version})"
         else:
             compliance = "compliant"
