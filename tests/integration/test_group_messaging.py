@@ -93,7 +93,7 @@ def test_a_removed_member_reads_nothing_sent_after(org: Org) -> None:
     assert carol_id not in result.devices
     # Even if the server hands carol the new ciphertext, she has no key for it.
     ((seq,),) = org.sql(
-        "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id=? RETURNING next_seq",
+        "UPDATE device_seqs SET next_seq = next_seq + 1 WHERE device_id=? RETURNING next_seq",
         carol_id,
     )
     org.sql(

@@ -80,7 +80,7 @@ def _inject(
 ) -> None:
     """What a hostile server (or whoever holds the database) can do: queue anything."""
     ((seq,),) = org.sql(
-        "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id=? RETURNING next_seq",
+        "UPDATE device_seqs SET next_seq = next_seq + 1 WHERE device_id=? RETURNING next_seq",
         device_id,
     )
     org.sql(
@@ -171,6 +171,7 @@ def test_sender_skips_and_warns_about_uncertified_devices(org: Org) -> None:
         rogue.curve25519,
         proto.encode(cert),
     )
+    org.sql("INSERT INTO device_seqs VALUES (?, 0)", rogue.device_id)  # may receive
     org.sql(
         "INSERT INTO one_time_keys VALUES (?, ?, ?, ?, 0)",
         rogue.device_id,

@@ -68,7 +68,7 @@ from strongroom.server.store import (
     UserRow,
     store_from_url,
 )
-from strongroom.server.store._migrations import MIGRATIONS
+from strongroom.server.store._migrations import statements
 
 T = TypeVar("T")
 
@@ -1198,7 +1198,7 @@ def test_postgres_recovers_after_its_connections_are_killed() -> None:
                 assert await seqs(s, bo.device_id) == list(range(1, 11))
 
                 # again, while a batch of writes is in flight: another session holds
-                # bo's device row, so the batch is stuck in its first statement when
+                # bo's counter row, so the batch is stuck in its first statement when
                 # its connection dies.  Its callers get a StoreError (never an asyncpg
                 # one) and retry; accept is idempotent, so the retry finishes the job.
                 blocker = await _pg_connect(base)
@@ -1206,7 +1206,7 @@ def test_postgres_recovers_after_its_connections_are_killed() -> None:
                     hold = blocker.transaction()
                     await hold.start()
                     await blocker.execute(
-                        "SELECT 1 FROM devices WHERE device_id=$1 FOR UPDATE",
+                        "SELECT 1 FROM device_seqs WHERE device_id=$1 FOR UPDATE",
                         bo.device_id,
                     )
                     writes = asyncio.gather(
@@ -1599,14 +1599,16 @@ def test_upgrade_from_schema_1_loses_nothing(
     store: OpenStore, backend: Backend
 ) -> None:
     """A database made by the first release, with people and mail in it, is migrated."""
-    amir, bo = device_row("amir"), device_row("bo")
+    amir, bo, cy = device_row("amir"), device_row("bo"), device_row("cy")
     waiting = [(n, envelope_id(n), f"sealed {n}".encode()) for n in (1, 2, 3)]
 
     async def main() -> None:
-        v1: list[tuple[str, tuple[Any, ...]]] = [(st, ()) for st in MIGRATIONS[0]]
+        v1: list[tuple[str, tuple[Any, ...]]] = [
+            (st, ()) for st in statements(0, "sqlite", "{blob}")
+        ]
         v1.append(("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)", ()))
         v1.append(("INSERT INTO meta VALUES ('schema_version', '1')", ()))
-        for row in (amir, bo):
+        for row in (amir, bo, cy):
             v1.append(
                 (
                     "INSERT INTO users(user_id, name, created_at) VALUES (?, ?, ?)",
@@ -1616,7 +1618,8 @@ def test_upgrade_from_schema_1_loses_nothing(
             v1.append(
                 (
                     "INSERT INTO devices(device_id, user_id, name, ed25519, curve25519,"
-                    " certificate, created_at, next_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " certificate, created_at, next_seq, revoked_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         row.device_id,
                         row.user,
@@ -1625,7 +1628,8 @@ def test_upgrade_from_schema_1_loses_nothing(
                         row.curve25519,
                         row.certificate,
                         T0,
-                        3 if row is bo else 0,
+                        {"bo": 3, "cy": 9}.get(row.user, 0),
+                        T0 if row is cy else None,  # cy's device was revoked
                     ),
                 )
             )
@@ -1650,7 +1654,7 @@ def test_upgrade_from_schema_1_loses_nothing(
                 pass
         async with store(migrate=True) as s:
             assert await s.schema_version() == SCHEMA_VERSION
-            assert [u.user for u in await s.list_users()] == ["amir", "bo"]
+            assert [u.user for u in await s.list_users()] == ["amir", "bo", "cy"]
             assert await s.get_device(bo.device_id) == msgspec.structs.replace(
                 bo, created_at=T0, client_version=""
             )
@@ -1666,6 +1670,11 @@ def test_upgrade_from_schema_1_loses_nothing(
             # and numbering goes on where it was
             await s.accept(amir.device_id, envelope_id(4), [(bo.device_id, b"4")], T0)
             assert await seqs(s, bo.device_id) == [1, 2, 3, 4]
+            # a device revoked before the upgrade still gets nothing
+            late = await s.accept(
+                amir.device_id, envelope_id(5), [(cy.device_id, b"5")], T0
+            )
+            assert late.skipped == [cy.device_id] and await seqs(s, cy.device_id) == []
             await s.ack(bo.device_id, 4)
             assert await s.pending(bo.device_id) == 0
 

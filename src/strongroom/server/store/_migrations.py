@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+from typing import NamedTuple
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Only", "statements"]
+
+
+class Only(NamedTuple):
+    """A statement for one backend alone (``"sqlite"`` or ``"postgresql"``): storage
+    tuning that the other backend has no words for."""
+
+    backend: str
+    sql: str
+
 
 # Each entry upgrades the schema from version i to i + 1.  Statements are portable SQL
-# (SQLite and PostgreSQL); BLOB is spelt per backend via the {blob} placeholder.
-MIGRATIONS: list[list[str]] = [
+# (SQLite and PostgreSQL) unless wrapped in ``Only``; BLOB is spelt per backend via the
+# {blob} placeholder.
+MIGRATIONS: list[list[str | Only]] = [
     [
         """CREATE TABLE users (
             user_id TEXT PRIMARY KEY,
@@ -45,7 +57,7 @@ MIGRATIONS: list[list[str]] = [
             revocation {blob},
             client_version TEXT NOT NULL DEFAULT '',
             next_seq BIGINT NOT NULL DEFAULT 0
-        )""",
+        )""",  # next_seq: unused since 6 (device_seqs)
         "CREATE INDEX devices_user ON devices(user_id)",
         """CREATE TABLE one_time_keys (
             device_id TEXT NOT NULL,
@@ -213,6 +225,42 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (request_id, custodian)
         )""",
     ],
+    # 6: sequence counters in a narrow table of their own, a row per live device.  Every
+    # message bumps its recipients' counters; in the wide ``devices`` row each bump
+    # copied the certificate and, on PostgreSQL, left a dead row version that autovacuum
+    # could not keep up with under group traffic (docs/performance.md, "Fan-out").  Here
+    # an update fits in its page (fillfactor), so PostgreSQL makes it a HOT update that
+    # needs no index entry and is pruned in place.  Revoking a device deletes its row,
+    # so "has a counter" is "may receive".  ``devices.next_seq`` stays, unused.
+    [
+        """CREATE TABLE device_seqs (
+            device_id TEXT PRIMARY KEY,
+            next_seq BIGINT NOT NULL
+        )""",
+        """INSERT INTO device_seqs(device_id, next_seq)
+            SELECT device_id, next_seq FROM devices WHERE revoked_at IS NULL""",
+        Only(
+            "postgresql",
+            "ALTER TABLE device_seqs SET (fillfactor = 50, "
+            "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000)",
+        ),
+        # every message adds inbox rows and every acknowledgement deletes them: vacuum
+        # by the number of dead rows, not by a fraction of a table that may be small
+        Only(
+            "postgresql",
+            "ALTER TABLE inbox SET (autovacuum_vacuum_scale_factor = 0, "
+            "autovacuum_vacuum_threshold = 10000)",
+        ),
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(version: int, backend: str, blob: str) -> list[str]:
+    """The statements that take ``backend``'s schema from ``version`` to the next."""
+    return [
+        s.format(blob=blob) if isinstance(s, str) else s.sql
+        for s in MIGRATIONS[version]
+        if isinstance(s, str) or s.backend == backend
+    ]

@@ -10,8 +10,8 @@ Rules:
    functions, without savepoints.  If anything fails, the transaction is rolled back and
    the batch runs again the careful way: each write's own function inside its own
    SAVEPOINT, so one caller's failure never fails another's.
-3. Sequence numbers stay in ``devices.next_seq``, which is what keeps them gap-free and in
-   commit order across nodes: a batch first locks every device row it will touch, in
+3. Sequence numbers stay in ``device_seqs``, which is what keeps them gap-free and in
+   commit order across nodes: a batch first locks every counter row it will touch, in
    device-id order (so two nodes' batches never deadlock), and holds the locks until
    COMMIT.  Within a batch, copies are numbered in batch order, so any two devices see
    any two envelopes in the same order.
@@ -83,15 +83,15 @@ def map_error(exc: BaseException, where: str) -> StoreError:
 
 # Rule 3.  FOR NO KEY UPDATE is the lock the UPDATE of next_seq takes anyway.
 _LOCK_DEVICES = (
-    "SELECT device_id FROM devices WHERE device_id = ANY($1::text[]) "
+    "SELECT device_id FROM device_seqs WHERE device_id = ANY($1::text[]) "
     "ORDER BY device_id FOR NO KEY UPDATE"
 )
 
 # Rule 2: every accept of a batch in one round trip.  ``s`` is one row per send (k is its
 # place in the batch), ``c`` one row per copy (i is its place).  Sends whose id is new
 # (``fresh``) have their copies numbered per device in batch order from the device's
-# next_seq, which moves by the number of copies; unknown and revoked devices match no
-# device row and so get no copy.  A shared body is stored once, if any copy refers to it.
+# next_seq, which moves by the number of copies; unknown and revoked devices have no
+# counter row and so get no copy.  A shared body is stored once, if any copy refers to it.
 # The result names the fresh sends (seq NULL) and every stored copy.
 _ACCEPT_ALL = """
 WITH s AS (
@@ -107,9 +107,9 @@ WITH s AS (
         WITH ORDINALITY AS c(k, device_id, body, i)
     JOIN s USING (k) JOIN fresh USING (sender, envelope_id)
 ), bump AS (
-    UPDATE devices d SET next_seq = d.next_seq + n.copies
+    UPDATE device_seqs d SET next_seq = d.next_seq + n.copies
     FROM (SELECT device_id, count(*) AS copies FROM c GROUP BY device_id) n
-    WHERE d.device_id = n.device_id AND d.revoked_at IS NULL
+    WHERE d.device_id = n.device_id
     RETURNING d.device_id, d.next_seq - n.copies AS base
 ), stored AS (
     INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body, expires_at)

@@ -7,14 +7,16 @@ Rules (how this backend keeps the ``Store`` rules):
    in two statements when all goes well; one caller's failure rolls back only that
    caller.  A caller's future resolves only after COMMIT returned.  Other writes go
    straight through the pool, one transaction each.
-2. Sequence numbers come from ``devices.next_seq`` (``UPDATE ... RETURNING``).  The row
-   lock that update takes is held until COMMIT, so a device's writers, on any node, take
-   turns: seqs are gap-free and in commit order.  A rolled-back SAVEPOINT or batch undoes
-   its increments with it.
-3. A batch first locks every device row it will touch in device-id order.  Two nodes'
+2. Sequence numbers come from ``device_seqs`` (``UPDATE ... RETURNING``), a narrow
+   row per live device kept apart from ``devices`` so that its updates stay HOT (schema
+   6).  The row lock that update takes is held until COMMIT, so a device's writers, on
+   any node, take turns: seqs are gap-free and in commit order.  A rolled-back SAVEPOINT
+   or batch undoes its increments with it.
+3. A batch first locks every counter row it will touch in device-id order.  Two nodes'
    batches then meet in one order and never deadlock, whatever order their copies name
-   the devices in.  Writes outside the batch lock at most one device row
-   (``revoke_device``, ``touch_device``) and so cannot close a cycle with them.
+   the devices in.  Writes outside the batch lock at most one counter row
+   (``revoke_device`` deletes it, first, so that a batch in flight commits before the
+   device's inbox is emptied) and so cannot close a cycle with them.
 4. Migrations run under a transaction-scoped advisory lock, one transaction per version,
    so nodes that start together migrate once and never see half a schema.
 5. asyncpg and socket exceptions are mapped (``_pg_batch.map_error``): integrity violations ->
@@ -44,7 +46,7 @@ from strongroom.errors import (
 )
 
 from ._fleet import FleetQueries
-from ._migrations import MIGRATIONS, SCHEMA_VERSION
+from ._migrations import SCHEMA_VERSION, statements
 from ._pg_batch import DRIVER_ERRORS as _DRIVER_ERRORS
 from ._pg_batch import UNREACHABLE as _UNREACHABLE
 from ._pg_batch import Accept, Ack, Batcher
@@ -88,14 +90,14 @@ _CODE_COLUMNS = "code_id, user_id, password, created_at, expires_at, failures, s
 
 # One round trip stores every copy: bump each named live device's next_seq by its number
 # of copies, then number its copies from the old value.  Unknown and revoked devices
-# match no row and so get no copy.
+# have no counter row and so get no copy.
 _STORE_COPIES = """
 WITH copies AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[]) AS c(device_id, n, body)
 ), bump AS (
-    UPDATE devices d SET next_seq = d.next_seq + k.copies
+    UPDATE device_seqs d SET next_seq = d.next_seq + k.copies
     FROM (SELECT device_id, count(*) AS copies FROM copies GROUP BY device_id) k
-    WHERE d.device_id = k.device_id AND d.revoked_at IS NULL
+    WHERE d.device_id = k.device_id
     RETURNING d.device_id, d.next_seq - k.copies AS base
 )
 INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body, expires_at)
@@ -285,8 +287,8 @@ class PostgresStore(FleetQueries):
                 _refuse_newer(version)
                 if version == SCHEMA_VERSION:
                     break
-                for statement in MIGRATIONS[version]:
-                    await conn.execute(statement.format(blob="BYTEA"))
+                for statement in statements(version, "postgresql", "BYTEA"):
+                    await conn.execute(statement)
                 version += 1
                 await conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('schema_version', $1) "
@@ -508,6 +510,11 @@ class PostgresStore(FleetQueries):
                 row.revocation,
                 row.client_version,
             )
+            if row.revoked_at is None:
+                await c.execute(
+                    "INSERT INTO device_seqs(device_id, next_seq) VALUES ($1, 0)",
+                    row.device_id,
+                )
             await _insert_keys(c, row.device_id, keys)
 
         await self._write(fn)
@@ -542,6 +549,8 @@ class PostgresStore(FleetQueries):
         self, device_id: str, revocation: bytes, at: int
     ) -> DeviceRow:
         async def fn(c: asyncpg.Connection) -> DeviceRow:
+            # rule 3: the counter first, so no batch numbers a copy for it after this
+            await c.execute("DELETE FROM device_seqs WHERE device_id=$1", device_id)
             await c.execute(
                 "UPDATE devices SET revoked_at=$1, revocation=$2 "
                 "WHERE device_id=$3 AND revoked_at IS NULL",

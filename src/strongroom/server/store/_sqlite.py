@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from strongroom.errors import ConflictError, NotFoundError, SchemaError, StoreError
 
 from ._fleet import FleetQueries
-from ._migrations import MIGRATIONS, SCHEMA_VERSION
+from ._migrations import SCHEMA_VERSION, statements
 from ._rows import (
     AcceptResult,
     ActivationRow,
@@ -173,8 +173,8 @@ class SqliteStore(FleetQueries):
             )
         for number in range(version, SCHEMA_VERSION):
             conn.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[number]:
-                conn.execute(statement.format(blob="BLOB"))
+            for statement in statements(number, "sqlite", "BLOB"):
+                conn.execute(statement)
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -372,6 +372,11 @@ class SqliteStore(FleetQueries):
                     row.client_version,
                 ),
             )
+            if row.revoked_at is None:
+                c.execute(
+                    "INSERT INTO device_seqs(device_id, next_seq) VALUES (?, 0)",
+                    (row.device_id,),
+                )
             _insert_keys(c, row.device_id, keys)
 
         await self._write(fn)
@@ -411,6 +416,7 @@ class SqliteStore(FleetQueries):
                 "WHERE device_id=? AND revoked_at IS NULL",
                 (at, revocation, device_id),
             )
+            c.execute("DELETE FROM device_seqs WHERE device_id=?", (device_id,))
             c.execute("DELETE FROM one_time_keys WHERE device_id=?", (device_id,))
             c.execute("DELETE FROM inbox WHERE device_id=?", (device_id,))
             seqs.forget(device_id)  # revoked: no more copies

@@ -15,8 +15,8 @@ Rules:
    back and the batch runs again with each write inside its own SAVEPOINT, so that only
    the failing write is undone.  Writes are functions of the connection and may run twice.
 3. Per-device sequence numbers are counted in memory (``Seqs``): the first copy for a
-   device in a while reads ``devices.next_seq``, later ones only add one.  The counters
-   of every device a batch used are written back to ``devices.next_seq`` before its
+   device in a while reads ``device_seqs`` (a row per live device), later ones only add
+   one.  The counters of every device a batch used are written back there before its
    COMMIT, in the same transaction, so the database always holds them.  What a rolled-back
    write or batch counted is undone with it.  The cache is trusted only while this
    connection is the database's only writer: at the start of every batch (holding the
@@ -93,7 +93,7 @@ class Seqs:
         last = self._next.get(device_id)
         if last is None:
             row = c.execute(
-                "SELECT next_seq FROM devices WHERE device_id=? AND revoked_at IS NULL",
+                "SELECT next_seq FROM device_seqs WHERE device_id=?",
                 (device_id,),
             ).fetchone()
             if row is None:
@@ -123,7 +123,7 @@ class Seqs:
     def write_back(self, c: sqlite3.Connection) -> None:
         """Store the counters this transaction moved; call just before COMMIT."""
         c.executemany(
-            "UPDATE devices SET next_seq=? WHERE device_id=?",
+            "UPDATE device_seqs SET next_seq=? WHERE device_id=?",
             [(self._next[d], d) for d in self._used if d in self._next],
         )
 
