@@ -11,7 +11,8 @@ Rules:
    it from that schedule, not from when the loop got round to it, so a stall is charged to
    every message it delayed (no coordinated omission).
 3. Recipients acknowledge cumulatively, as the SDK does: every ``ack_every`` deliveries,
-   and on a 50 ms sweep for whatever is left.
+   and otherwise once the oldest unacknowledged delivery has waited ``ACK_DELAY`` (a
+   sweep every ``ACK_SWEEP`` looks).
 4. Each job runs in its own worker process (``_workers``) and owns whole pairs (a group:
    its sender and every member), so a message's send and deliveries are timed in one
    process.
@@ -34,6 +35,7 @@ from ._fleet import Lane
 from ._wire import FrameHandler, Identity, Link, Stream, open_link
 
 __all__ = [
+    "ACK_DELAY",
     "ACK_SWEEP",
     "BacklogDrain",
     "EchoJob",
@@ -48,7 +50,8 @@ __all__ = [
     "open_streams",
 ]
 
-ACK_SWEEP = 0.05  # seconds between acknowledgement sweeps (rule 3)
+ACK_SWEEP = 0.05  # seconds between acknowledgement sweeps (rule 3): the SDK's tick
+ACK_DELAY = 0.25  # the longest a delivery waits for its acknowledgement, as in the SDK
 _TICK = 0.001
 
 
@@ -233,11 +236,16 @@ async def ack_all(streams: Iterable[Stream]) -> None:
 
 
 async def ack_sweep(streams: list[Stream]) -> None:
-    """Rule 3's sweep: acknowledge whatever each stream was delivered meanwhile."""
+    """Rule 3's sweep: acknowledge what has waited ``ACK_DELAY``, on each stream."""
     while True:
         await asyncio.sleep(ACK_SWEEP)
+        due = time.perf_counter() - ACK_DELAY
         for stream in streams:
-            if stream.link is not None and stream.last_delivered > stream.last_acked:
+            if (
+                stream.link is not None
+                and stream.last_delivered > stream.last_acked
+                and stream.unacked_since <= due
+            ):
                 stream.ack()
 
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from strongroom import crypto, proto
 
 from ._drive import (
+    ACK_DELAY,
     ACK_SWEEP,
     Engine,
     Job,
@@ -143,7 +144,7 @@ class FanoutJob(Job):
         repeat: int,
         sustain: float,
         window: int,
-        pause: float = 4 * ACK_SWEEP,
+        pause: float = ACK_DELAY + 2 * ACK_SWEEP,
         ack_every: int = 64,
         timeout: float = 60.0,
     ) -> None:

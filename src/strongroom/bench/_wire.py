@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -166,6 +167,7 @@ class Stream:
         "last_delivered",
         "link",
         "owner",
+        "unacked_since",
         "welcome",
         "welcomed",
     )
@@ -181,6 +183,7 @@ class Stream:
         self.errors: list[str] = []
         self.last_delivered = 0
         self.last_acked = 0
+        self.unacked_since = 0.0  # when the oldest unacknowledged delivery came
         self.owner: object = None  # the workload's per-device state
 
     async def open(self, url: str, timeout: float = 30.0) -> proto.Welcome:
@@ -232,6 +235,8 @@ class Stream:
 
     def delivered(self, seq: int, ack_every: int) -> None:
         """Note delivery ``seq``; acknowledge once ``ack_every`` are unacknowledged."""
+        if self.last_delivered == self.last_acked:
+            self.unacked_since = time.perf_counter()
         self.last_delivered = seq
         if seq - self.last_acked >= ack_every:
             self.ack()
