@@ -1,6 +1,11 @@
-"""Attachments against a real server process, on both backends: the server stores only
-ciphertext, transfers resume after a broken connection or a new process, the size limit
-is a clear refusal, a tampered blob is refused, and blobs go once nobody waits for them.
+"""Attachments against a real server process: the server stores only ciphertext,
+transfers resume after a broken connection or a new process, the size limit is a clear
+refusal, a tampered blob is refused, and blobs go once nobody waits for them.
+
+What reaches the server's database (what it stores, how far an upload got, what is
+referenced and collected) runs on both backends; what the device or the blob endpoints
+decide on their own runs on the embedded default only, as the store's half of it is in
+the conformance suite (tests/server/test_store.py).
 
 Files are a few MiB cut in small chunks and pieces, so that a transfer takes many
 requests without making the suite slow.
@@ -18,7 +23,7 @@ import msgspec
 import pytest
 
 from _proxy import TcpProxy
-from conftest import Backend, Org, arun
+from conftest import SQLITE, Backend, Org, arun
 from strongroom import client, crypto, proto
 from strongroom.errors import ClientError, DecryptionError, ServerRefusedError
 
@@ -35,9 +40,7 @@ class Aborted(Exception):
 Configure = Callable[..., Org]
 
 
-@pytest.fixture
-def configured(tmp_path: Path, backend: Backend) -> Iterator[Configure]:
-    """An organisation whose ``[limits]`` the test sets before its server starts."""
+def _configurer(tmp_path: Path, backend: Backend) -> Iterator[Configure]:
     started: list[Org] = []
 
     def make(**limits: float) -> Org:
@@ -53,6 +56,18 @@ def configured(tmp_path: Path, backend: Backend) -> Iterator[Configure]:
     yield make
     for org in started:
         org.server.stop()
+
+
+@pytest.fixture
+def configured(tmp_path: Path, backend: Backend) -> Iterator[Configure]:
+    """An organisation whose ``[limits]`` the test sets before its server starts."""
+    yield from _configurer(tmp_path, backend)
+
+
+@pytest.fixture
+def configured_sqlite(tmp_path: Path) -> Iterator[Configure]:
+    """The same on the embedded default only."""
+    yield from _configurer(tmp_path, SQLITE)
 
 
 def make_file(path: Path, size: int = SIZE) -> bytes:
@@ -92,7 +107,7 @@ async def send_file(home: Path, to: str, ref: proto.FileRef) -> None:
 
 async def received_files(home: Path) -> list[proto.FileRef]:
     async with client.Client(home) as c:
-        return [m.file for m in await c.receive(0.5) if m.file is not None]
+        return [m.file for m in await c.receive(0.1) if m.file is not None]
 
 
 def blob_rows(org: Org) -> int:
@@ -148,9 +163,9 @@ def test_an_empty_file_round_trips(configured: Configure, tmp_path: Path) -> Non
 
 
 def test_the_size_limit_is_a_clear_error_and_stores_nothing(
-    configured: Configure, tmp_path: Path
+    configured_sqlite: Configure, tmp_path: Path
 ) -> None:
-    org = configured(max_attachment_bytes=1024 * 1024)
+    org = configured_sqlite(max_attachment_bytes=1024 * 1024)
     amir = org.activate("amir")
     make_file(tmp_path / "big.bin", 2 * 1024 * 1024)
     with pytest.raises(ServerRefusedError) as refused:
@@ -193,10 +208,8 @@ def test_an_upload_cut_off_midway_resumes_where_the_server_stopped(
     assert arun(download(bo, ref, tmp_path / "out")).read_bytes() == data
 
 
-def test_an_upload_resumes_in_a_new_process(
-    configured: Configure, tmp_path: Path
-) -> None:
-    org = configured()
+def test_an_upload_resumes_in_a_new_process(sqlite_org: Org, tmp_path: Path) -> None:
+    org = sqlite_org
     amir = org.activate("amir")
     data = make_file(tmp_path / "f.bin")
 
@@ -217,10 +230,10 @@ def test_an_upload_resumes_in_a_new_process(
 
 
 def test_a_changed_file_is_uploaded_afresh_under_a_new_key(
-    configured: Configure, tmp_path: Path
+    sqlite_org: Org, tmp_path: Path
 ) -> None:
     """Sealing different plaintext under a used key would reuse GCM nonces."""
-    org = configured()
+    org = sqlite_org
     amir = org.activate("amir")
     make_file(tmp_path / "f.bin")
 
@@ -239,10 +252,8 @@ def test_a_changed_file_is_uploaded_afresh_under_a_new_key(
     assert arun(download(amir, ref, tmp_path / "out")).read_bytes() == data
 
 
-def test_a_download_cut_off_midway_resumes(
-    configured: Configure, tmp_path: Path
-) -> None:
-    org = configured()
+def test_a_download_cut_off_midway_resumes(sqlite_org: Org, tmp_path: Path) -> None:
+    org = sqlite_org
     amir = org.activate("amir")
     data = make_file(tmp_path / "f.bin")
     ref = arun(upload(amir, tmp_path / "f.bin"))
@@ -257,10 +268,8 @@ def test_a_download_cut_off_midway_resumes(
     assert SIZE < fetched < 1.5 * SIZE
 
 
-def test_a_download_resumes_in_a_new_process(
-    configured: Configure, tmp_path: Path
-) -> None:
-    org = configured()
+def test_a_download_resumes_in_a_new_process(sqlite_org: Org, tmp_path: Path) -> None:
+    org = sqlite_org
     amir = org.activate("amir")
     data = make_file(tmp_path / "f.bin")
     ref = arun(upload(amir, tmp_path / "f.bin"))
@@ -286,9 +295,9 @@ def test_a_download_resumes_in_a_new_process(
 
 
 def test_a_tampered_blob_is_refused_by_the_recipient(
-    configured: Configure, tmp_path: Path
+    sqlite_org: Org, tmp_path: Path
 ) -> None:
-    org = configured()
+    org = sqlite_org
     amir, bo = org.activate("amir"), org.activate("bo")
     make_file(tmp_path / "f.bin")
     ref = arun(upload(amir, tmp_path / "f.bin"))
@@ -311,9 +320,9 @@ def test_a_tampered_blob_is_refused_by_the_recipient(
 
 
 def test_the_blob_endpoints_hold_to_who_may_do_what(
-    configured: Configure, tmp_path: Path
+    sqlite_org: Org, tmp_path: Path
 ) -> None:
-    org = configured()
+    org = sqlite_org
     amir, bo = org.activate("amir"), org.activate("bo")
     make_file(tmp_path / "f.bin", 40_000)
     ref = arun(upload(amir, tmp_path / "f.bin"))
@@ -379,26 +388,99 @@ def test_a_message_naming_a_missing_attachment_is_refused(
     assert ref.blob in str(refused.value) and "upload it again" in str(refused.value)
 
 
+# --- disappearing -----------------------------------------------------------------------
+
+
+def store_contents(home: Path) -> bytes:
+    """Every value of every table of a device's (decrypted) store, as bytes to grep."""
+    store = client.LocalStore.open(home)
+    try:
+        conn = store._conn  # the test reads what an unlocked device holds
+        tables = [
+            str(name)
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        ]
+        out = bytearray()
+        for table in tables:
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                for value in row:
+                    out += value if isinstance(value, bytes) else str(value).encode()
+        return bytes(out)
+    finally:
+        store.close()
+
+
+def test_an_expired_file_message_takes_its_key_with_it(
+    sqlite_org: Org, tmp_path: Path
+) -> None:
+    """The file key lives only in the message that carried it, so when the message
+    disappears nobody can open the blob again.  What happens on each device does not
+    depend on the server's backend: SQLite only."""
+    org = sqlite_org
+    amir, bo = org.activate("amir"), org.activate("bo")
+    data = make_file(tmp_path / "f.bin", 40_000)
+    ref = arun(upload(amir, tmp_path / "f.bin"))
+
+    async def send_vanishing() -> None:
+        async with client.Client(amir) as c:
+            await c.send("bo", ref, blobs=[ref.blob], expires_in=1)
+
+    async def messages(home: Path) -> list[client.Received]:
+        async with client.Client(home) as c:
+            return [m for m in await c.receive(0.2) if m.kind in ("text", "file")]
+
+    arun(send_vanishing())
+    (got,) = arun(messages(bo))
+    assert got.file == ref and got.expires_at is not None
+    assert arun(download(bo, ref, tmp_path / "out")).read_bytes() == data
+    for home in (amir, bo):
+        assert ref.key in store_contents(home)
+
+    time.sleep(max(0.0, got.expires_at / 1000 - time.time()) + 0.05)
+    for home in (amir, bo):
+        assert arun(messages(home)) == []  # each device deletes it as it runs
+        store = client.LocalStore.open(home)
+        try:
+            assert store.get_message(bytes.fromhex(got.id)) is None
+        finally:
+            store.close()
+        assert ref.key not in store_contents(home)
+
+
 # --- collection ------------------------------------------------------------------------------
 
 
 def test_a_blob_stays_while_its_message_waits_and_goes_after(
     configured: Configure, tmp_path: Path
 ) -> None:
-    grace = 3.0
+    grace = 1.0
     org = configured(blob_grace_seconds=grace, prune_seconds=0.2)
     amir, bo = org.activate("amir"), org.activate("bo")
     data = make_file(tmp_path / "f.bin", 200_000)
-    ref = arun(upload(amir, tmp_path / "f.bin"))
-    arun(send_file(amir, "bo", ref))
-    time.sleep(grace + 1.5)  # well past the grace: only the waiting message keeps it
+    make_file(tmp_path / "unsent.bin", 1000)
+
+    async def send_then_upload_another() -> tuple[proto.FileRef, proto.FileRef]:
+        async with client.Client(amir) as c:
+            ref = await client.upload_file(c, tmp_path / "f.bin", chunk=CHUNK)
+            await c.send("bo", ref, blobs=[ref.blob])
+            return ref, await client.upload_file(c, tmp_path / "unsent.bin")
+
+    ref, unsent = arun(send_then_upload_another())
+    # The unsent blob is newer: once it is collected, the grace is over for the sent
+    # one too, and only the message waiting for bo keeps it.
+    deadline = time.monotonic() + grace + 15
+    while blob_file(org, unsent.blob).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not blob_file(org, unsent.blob).exists()
     assert blob_rows(org) == 1 and blob_file(org, ref.blob).exists()
 
     (got,) = arun(received_files(bo))  # fetched and acknowledged
     assert arun(download(bo, got, tmp_path / "out")).read_bytes() == data
     deadline = time.monotonic() + grace + 15
     while blob_rows(org) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert blob_rows(org) == 0
     assert org.sql("SELECT COUNT(*) FROM blob_refs") == [(0,)]
     while blob_file(org, ref.blob).exists() and time.monotonic() < deadline:
@@ -430,10 +512,8 @@ def test_an_unsent_upload_is_collected_after_the_grace(
     assert not blob_file(org, ref.blob).exists()
 
 
-def test_upload_refuses_what_is_not_a_file(
-    configured: Configure, tmp_path: Path
-) -> None:
-    org = configured()
+def test_upload_refuses_what_is_not_a_file(sqlite_org: Org, tmp_path: Path) -> None:
+    org = sqlite_org
     amir = org.activate("amir")
     with pytest.raises(ClientError, match="not a regular file"):
         arun(upload(amir, tmp_path))

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from _cli import sr
 from conftest import Org
+from strongroom import client
+from strongroom.cli._transfer import _BAR_FROM
+
+#: stderr is a pipe here: this tells rich it is a terminal, so it draws progress bars.
+TTY = {"TTY_COMPATIBLE": "1", "TERM": "xterm"}
 
 
 def received(home: Path, *extra: str | Path) -> list[dict[str, object]]:
@@ -20,10 +26,10 @@ def received(home: Path, *extra: str | Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_groups_from_the_command_line(sqlite_org: Org) -> None:
+def test_groups_from_the_command_line(sqlite_org: Org, tmp_path: Path) -> None:
     org = sqlite_org
     alice, bob = org.activate("alice"), org.activate("bob")
-    org.activate("carol")
+    carol = org.activate("carol")
     group = sr(
         "group", "create", "--home", alice, "Embassy", "--members", "bob,carol"
     ).stdout.strip()
@@ -43,8 +49,33 @@ def test_groups_from_the_command_line(sqlite_org: Org) -> None:
 
     refused = sr("group", "add", "--home", bob, group, "carol", check=False)
     assert refused.returncode == 1 and "not an admin" in refused.stderr
+    added = sr("group", "add", "--home", alice, group, "carol").stdout
+    assert "add carol: group 'Embassy' now has 3 member(s) (entry 2)" in added
+    shown = json.loads(sr("group", "show", "--home", carol, group, "--json").stdout)
+    assert shown["members"] == ["alice", "bob", "carol"]
+    assert shown["history"][-1] == "alice add carol"
     bad = sr("send", "--home", alice, "--group", "nope", "x", check=False)
     assert bad.returncode == 1 and "not a group id" in bad.stderr
+
+    # a file to a group: every member saves the same bytes
+    made = sr(
+        "group", "create", "--home", alice, "Files", "--json", "--members", "bob,carol"
+    )
+    created = json.loads(made.stdout)
+    assert set(created) == {"group", "name"} and created["name"] == "Files"
+    files = created["group"]
+    assert isinstance(files, str) and len(files) == 26
+    plan = tmp_path / "plan.bin"
+    content = os.urandom(200_000)
+    plan.write_bytes(content)
+    sr("send", "--home", alice, "--group", files, "--file", plan, "the plan")
+    for home in (bob, carol):
+        got = received(home, "--save-dir", tmp_path / home.name)
+        (message,) = [m for m in got if m["group"] == files]
+        assert message["text"] == "the plan"
+        file = message["file"]
+        assert isinstance(file, dict) and file["name"] == "plan.bin"
+        assert Path(str(file["saved"])).read_bytes() == content
 
 
 def test_receipts_replies_reactions_edits_and_timers(sqlite_org: Org) -> None:
@@ -85,6 +116,21 @@ def test_receipts_replies_reactions_edits_and_timers(sqlite_org: Org) -> None:
     bad = sr("timer", "--home", alice, "soon", "bob", check=False)
     assert bad.returncode == 1 and "not a duration" in bad.stderr
 
+    brief = sr("send", "--home", alice, "bob", "gone soon", "--expires", "2s")
+    brief_id = brief.stdout.split()[1]
+    (shown,) = [m for m in received(bob) if m["id"] == brief_id]
+    expires_at, sent_at = shown["expires_at"], shown["sent_at"]
+    assert isinstance(expires_at, int) and isinstance(sent_at, int)
+    assert 2000 <= expires_at - sent_at < 3000  # --expires wins over the 1h timer
+    time.sleep(max(0.0, expires_at / 1000 - time.time()) + 0.05)
+    received(bob)  # the device deletes what has expired as it runs
+    store = client.LocalStore.open(bob)
+    try:
+        assert store.get_message(bytes.fromhex(brief_id)) is None
+        assert store.get_message(bytes.fromhex(sent)) is not None
+    finally:
+        store.close()
+
 
 def test_files_from_the_command_line(sqlite_org: Org, tmp_path: Path) -> None:
     org = sqlite_org
@@ -92,7 +138,8 @@ def test_files_from_the_command_line(sqlite_org: Org, tmp_path: Path) -> None:
     report = tmp_path / "report.pdf"
     content = os.urandom(300_000)
     report.write_bytes(content)
-    sr("send", "--home", alice, "bob", "--file", report, "the report")
+    small = sr("send", "--home", alice, "bob", "--file", report, "the report", env=TTY)
+    assert "sending" not in small.stderr  # under the threshold: no bar
     downloads = tmp_path / "downloads"
     (message,) = received(bob, "--save-dir", downloads)
     assert message["text"] == "the report"
@@ -100,6 +147,18 @@ def test_files_from_the_command_line(sqlite_org: Org, tmp_path: Path) -> None:
     assert isinstance(file, dict)
     assert (file["name"], file["size"]) == ("report.pdf", len(content))
     assert Path(str(file["saved"])).read_bytes() == content
+
+    # past the threshold a bar is drawn on stderr, both ways
+    big = tmp_path / "big.bin"
+    content = os.urandom(_BAR_FROM)
+    big.write_bytes(content)
+    sent = sr("send", "--home", alice, "bob", "--file", big, env=TTY)
+    assert "sending big.bin" in sent.stderr
+    got = sr("receive", "--home", bob, "--json", "--save-dir", downloads, env=TTY)
+    assert "receiving big.bin" in got.stderr
+    (message,) = [json.loads(line) for line in got.stdout.splitlines()]
+    assert Path(str(message["file"]["saved"])).read_bytes() == content
+
     missing = sr(
         "send", "--home", alice, "bob", "--file", tmp_path / "nope", check=False
     )
