@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ import httpx
 from _cli import sr
 from strongroom import client
 from strongroom.cli._local import LocalServer
+from strongroom.server.store import SCHEMA_VERSION
+from strongroom.server.store._migrations import statements
 
 
 def test_the_whole_contract_from_the_command_line(tmp_path: Path) -> None:
@@ -124,6 +127,44 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert (data / "run.json").exists()
     assert server.stop() == 0
     assert not (data / "run.json").exists()
+
+
+def test_serve_refuses_a_database_of_another_version_and_migrate_upgrades_it(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    sr("init", "--data", data)
+    database = data / "strongroom.db"
+    newer = SCHEMA_VERSION + 1
+    with sqlite3.connect(database) as conn:  # as a newer Strongroom would leave it
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (newer,))
+    refused = sr("serve", "--data", data, check=False)
+    assert refused.returncode != 0
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error:") and f"schema version {newer}" in line
+    assert f"up to {SCHEMA_VERSION}" in line and "newer Strongroom" in line
+
+    # as the release before this one left it, with a user in it
+    older = SCHEMA_VERSION - 1
+    database.unlink()
+    with sqlite3.connect(database) as conn:
+        for version in range(older):
+            for statement in statements(version, "sqlite", "BLOB"):
+                conn.execute(statement)
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (older,))
+        conn.execute(
+            "INSERT INTO users(user_id, name, created_at) VALUES ('amir', 'Amir', 0)"
+        )
+    refused = sr("serve", "--data", data, check=False)
+    assert refused.returncode != 0
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error:") and f"schema version {older}" in line
+    assert f"needs {SCHEMA_VERSION}" in line and "`strongroom migrate`" in line
+    migrated = sr("migrate", "--data", data)
+    assert f"database schema is at version {SCHEMA_VERSION}" in migrated.stdout
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT user_id FROM users").fetchall() == [("amir",)]
 
 
 def test_listen_prints_messages_as_they_arrive(tmp_path: Path) -> None:

@@ -234,8 +234,7 @@ def test_a_request_opens_exactly_its_scopes_with_k_custodians(
             assert not any(n in data for n in needles), path
 
 
-def test_turning_escrow_off_stops_new_copies(sqlite_org: Org) -> None:
-    org = sqlite_org
+def test_turning_escrow_off_stops_new_copies(org: Org) -> None:
     ceremony(org)
     per_user = admin(
         org, "policy", "set", "escrow", "off", "--user", "bob", check=False

@@ -242,8 +242,7 @@ def test_wipe_reaches_an_offline_device_at_its_next_contact(org: Org) -> None:
     assert "wiped at" in listed.stdout
 
 
-def test_wipe_reaches_a_connected_device_at_once(sqlite_org: Org) -> None:
-    org = sqlite_org
+def test_wipe_reaches_a_connected_device_at_once(org: Org) -> None:
     alice = org.activate("alice")
     alice_id = org.device_id(alice)
 
@@ -301,9 +300,8 @@ def test_a_wipe_order_for_another_device_does_nothing(sqlite_org: Org) -> None:
 
 
 def test_disabling_a_user_revokes_devices_and_takes_them_out_of_groups(
-    sqlite_org: Org,
+    org: Org,
 ) -> None:
-    org = sqlite_org
     alice = org.activate("alice")
     org.activate("bob")
     carol = org.activate("carol")
@@ -381,12 +379,7 @@ def test_revocation_rotates_the_group_key(sqlite_org: Org) -> None:
     assert session_of("three") != before
 
 
-def test_the_audit_log_records_everything_and_verify_names_damage(
-    sqlite_org: Org,
-) -> None:
-    # (the audit log's SQL is checked on both backends by the other tests here, which
-    # append to it, and by tests/server/test_audit.py)
-    org = sqlite_org
+def test_the_audit_log_records_everything_and_verify_names_damage(org: Org) -> None:
     alice = org.activate("alice")
     org.activate("bob")
     set_policy(org, "retention_days", 7)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Org, arun, receive, send
+from strongroom import client
 
 
 def scrape(org: Org) -> dict[str, float]:
@@ -22,6 +26,28 @@ def scrape(org: Org) -> dict[str, float]:
                 sample.value
             )
     return samples
+
+
+def settled(org: Org, name: str, value: float, wait: float = 5.0) -> float:
+    """``name``'s value once it is ``value``, or its last value after ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while (now := scrape(org)[name]) != value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return now
+
+
+def buckets(
+    samples: dict[str, float], name: str, **labels: str
+) -> list[tuple[float, float]]:
+    """A histogram's buckets as (upper bound, observations at or under it), in order."""
+    found = []
+    for key, count in samples.items():
+        if key.startswith(f"{name}_bucket{{"):
+            bucket = dict(re.findall(r'(\w+)="([^"]*)"', key))
+            le = bucket.pop("le")
+            if bucket == labels:
+                found.append((float(le), count))
+    return sorted(found)
 
 
 def test_metrics_follow_the_traffic(org: Org) -> None:
@@ -39,14 +65,34 @@ def test_metrics_follow_the_traffic(org: Org) -> None:
 
     got, _ = arun(receive(bob))
     assert len(got) == 3
+    # bob's three are gone once his acknowledgement (sent as he leaves) is committed;
+    # one delivery receipt for all three waits for alice
+    assert settled(org, "strongroom_inbox_depth", 1) == 1
     drained = scrape(org)
-    # bob's three are gone; one delivery receipt for all three waits for alice
-    assert drained["strongroom_inbox_depth"] == 1
     assert drained["strongroom_envelopes_in_total"] == 4
     assert drained["strongroom_envelopes_out_total"] == 3
     assert drained['strongroom_store_seconds_count{op="fetch"}'] >= 1
     assert drained['strongroom_store_seconds_count{op="ack"}'] >= 1
     assert drained["strongroom_connected_devices"] == 0
+    # the latency histograms have buckets, so that quantiles can be computed from them
+    for counts in (
+        buckets(drained, "strongroom_store_seconds", op="accept"),
+        buckets(drained, "strongroom_bus_publish_seconds"),
+    ):
+        assert len(counts) > 5
+        assert counts[-1] == (float("inf"), 4)  # every send, the receipt too
+        assert [c for _, c in counts] == sorted(c for _, c in counts)  # cumulative
+
+    # a device counts while its stream is open, and no longer once it is closed
+    async def while_connected() -> float:
+        async with client.Client(alice) as c:
+            await c.connect()
+            return await asyncio.to_thread(
+                settled, org, "strongroom_connected_devices", 1
+            )
+
+    assert arun(while_connected()) == 1
+    assert settled(org, "strongroom_connected_devices", 0) == 0
 
 
 def test_health_endpoints(org: Org) -> None:

@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -142,9 +143,32 @@ def test_admin_and_device_credentials_do_not_mix(org: Org) -> None:
     assert replayed.status_code == 401  # the same signed request twice: refused
 
 
+def _with_password(url: str) -> tuple[str, str]:
+    """``url`` with a password in it, and the password.  The test database trusts
+    local connections, so any password opens it; one already in the URL is kept."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url, parts.password
+    password = f"db-password-{uuid.uuid4().hex}"
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or 'postgres'}:{password}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc)), password
+
+
 def test_no_plaintext_in_data_directory_or_logs(org: Org) -> None:
+    """Message text is nowhere on the server, the activation code only as a hash, and
+    the admin token and the database password are not in its logs."""
     marker = f"MARKER-{uuid.uuid4().hex}"
-    alice = org.activate("alice")
+    credentials = {"the admin token": org.token}
+    if org.backend.database is not None:
+        url, credentials["the database password"] = _with_password(org.backend.database)
+        org.server.stop()
+        org.server.env = {"STRONGROOM_DATABASE_URL": url}
+        org.server.start()
+    org.add_user("alice")
+    code = org.code("alice")
+    alice = org.root / "alice-phone"
+    arun(client.activate(alice, org.url, "alice", code, "phone"))
     bob = org.activate("bob")
     arun(send(alice, "bob", f"the password is {marker}"))
     arun(send(bob, "alice", f"got it: {marker}"))
@@ -154,15 +178,25 @@ def test_no_plaintext_in_data_directory_or_logs(org: Org) -> None:
     contents = org.database_contents()  # SQLite or PostgreSQL, table by table
     assert len(contents) > 1000
     assert marker.encode() not in contents
+    # the server keeps a hash of the activation code, never the code
+    codes = [code.encode(), code.replace("-", "").encode()]
+    assert not any(c in contents for c in codes)
     org.server.stop()
     checked = 0
+    logged = b""
     for path in org.data.path.rglob("*"):
         if path.is_file():
             content = path.read_bytes()
             checked += 1
             assert marker.encode() not in content, path
             assert marker.encode("utf-16-le") not in content, path
+            assert not any(c in content for c in codes), path
+            if path.parent == org.data.logs:
+                logged += content
     assert checked >= 4  # config, keys, database (and WAL), logs
+    assert b"serving" in logged and b"stopped" in logged
+    for what, secret in credentials.items():
+        assert secret.encode() not in logged, f"{what} is in the server's logs"
     # The devices' own stores are encrypted at rest too.
     for home in (alice, bob):
         for path in home.rglob("*"):

@@ -56,11 +56,14 @@ from strongroom.server.store import (
     SCHEMA_VERSION,
     AcceptResult,
     ActivationRow,
+    AuditRecord,
     BlobRow,
     CodeRow,
     DeviceRow,
+    FleetRow,
     GroupChangeRow,
     InboxRow,
+    PolicyChangeRow,
     PostgresStore,
     SqliteStore,
     Store,
@@ -96,13 +99,14 @@ class Backend(NamedTuple):
 
     ``sql`` runs statements in one transaction, as whoever holds the database could:
     ``?`` placeholders and ``{blob}`` are spelt for the backend; it returns the rows of
-    the last statement.
+    the last statement.  ``dialect`` is the backend as ``_migrations.statements`` names it.
     """
 
     make: Callable[[], Store]
     set_schema_version: Callable[[int], Awaitable[None]]
     tables: Callable[[], Awaitable[set[str]]]
     sql: Callable[[list[tuple[str, tuple[Any, ...]]]], Awaitable[list[tuple[Any, ...]]]]
+    dialect: str
 
 
 BACKENDS = ["sqlite", "postgres"]
@@ -117,6 +121,7 @@ def _backend(name: str, tmp_path: Path) -> Iterator[Backend]:
             functools.partial(_set_sqlite_schema_version, path),
             functools.partial(_sqlite_tables, path),
             functools.partial(_sqlite_sql, path),
+            "sqlite",
         )
     elif name == "postgres":
         with postgres_schema() as url:  # dropped on exit
@@ -125,6 +130,7 @@ def _backend(name: str, tmp_path: Path) -> Iterator[Backend]:
                 functools.partial(_set_pg_schema_version, url),
                 functools.partial(_pg_tables, url),
                 functools.partial(_pg_sql, url),
+                "postgresql",
             )
     else:
         raise AssertionError(f"unknown store backend {name!r}")
@@ -1592,95 +1598,6 @@ async def test_concurrent_appends_at_one_seq_keep_one(s: Store) -> None:
     assert (row.entry, row.hash) in entries
 
 
-# --- upgrades ---------------------------------------------------------------------------
-
-
-def test_upgrade_from_schema_1_loses_nothing(
-    store: OpenStore, backend: Backend
-) -> None:
-    """A database made by the first release, with people and mail in it, is migrated."""
-    amir, bo, cy = device_row("amir"), device_row("bo"), device_row("cy")
-    waiting = [(n, envelope_id(n), f"sealed {n}".encode()) for n in (1, 2, 3)]
-
-    async def main() -> None:
-        v1: list[tuple[str, tuple[Any, ...]]] = [
-            (st, ()) for st in statements(0, "sqlite", "{blob}")
-        ]
-        v1.append(("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)", ()))
-        v1.append(("INSERT INTO meta VALUES ('schema_version', '1')", ()))
-        for row in (amir, bo, cy):
-            v1.append(
-                (
-                    "INSERT INTO users(user_id, name, created_at) VALUES (?, ?, ?)",
-                    (row.user, row.user.title(), T0),
-                )
-            )
-            v1.append(
-                (
-                    "INSERT INTO devices(device_id, user_id, name, ed25519, curve25519,"
-                    " certificate, created_at, next_seq, revoked_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row.device_id,
-                        row.user,
-                        row.name,
-                        row.ed25519,
-                        row.curve25519,
-                        row.certificate,
-                        T0,
-                        {"bo": 3, "cy": 9}.get(row.user, 0),
-                        T0 if row is cy else None,  # cy's device was revoked
-                    ),
-                )
-            )
-        for n, eid, body in waiting:
-            v1.append(
-                (
-                    "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (bo.device_id, n, eid, amir.device_id, T0 + n, body),
-                )
-            )
-            v1.append(
-                (
-                    "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?)",
-                    (amir.device_id, eid, T0 + n),
-                )
-            )
-        await backend.sql(v1)
-
-        with pytest.raises(SchemaError, match="strongroom migrate"):
-            async with store(migrate=False):
-                pass
-        async with store(migrate=True) as s:
-            assert await s.schema_version() == SCHEMA_VERSION
-            assert [u.user for u in await s.list_users()] == ["amir", "bo", "cy"]
-            assert await s.get_device(bo.device_id) == msgspec.structs.replace(
-                bo, created_at=T0, client_version=""
-            )
-            assert await all_inbox(s, bo.device_id) == [
-                InboxRow(n, eid, amir.device_id, T0 + n, body)
-                for n, eid, body in waiting
-            ]
-            # the send ids survived: a resend is still a duplicate
-            again = await s.accept(
-                amir.device_id, envelope_id(2), [(bo.device_id, b"x")], T0
-            )
-            assert again.duplicate
-            # and numbering goes on where it was
-            await s.accept(amir.device_id, envelope_id(4), [(bo.device_id, b"4")], T0)
-            assert await seqs(s, bo.device_id) == [1, 2, 3, 4]
-            # a device revoked before the upgrade still gets nothing
-            late = await s.accept(
-                amir.device_id, envelope_id(5), [(cy.device_id, b"5")], T0
-            )
-            assert late.skipped == [cy.device_id] and await seqs(s, cy.device_id) == []
-            await s.ack(bo.device_id, 4)
-            assert await s.pending(bo.device_id) == 0
-
-    arun(main())
-
-
 # --- attachments: blob metadata, references, collection ------------------------------
 
 
@@ -1974,6 +1891,370 @@ async def test_a_refused_send_among_many_fails_alone(s: Store) -> None:
     by_body = {r.body: r.seq for r in inbox}
     for n, result in zip(range(10, 30), accepted, strict=True):
         assert result.seqs == [by_body[b"%d" % n]]
+
+
+# --- upgrades ---------------------------------------------------------------------------
+
+# A database as each earlier release left it: every table of that schema version holds a
+# row, written with that version's own SQL.  Opening it with ``migrate=True`` must keep
+# every row readable through this build's ``Store``, and numbering must go on.  Each
+# ``if start >= N`` below is what schema version N brought.
+
+Statement = tuple[str, tuple[Any, ...]]
+
+AMIR, BO, CY = device_row("amir"), device_row("bo"), device_row("cy")
+WAITING = [(n, envelope_id(n), f"sealed {n}".encode()) for n in (1, 2, 3)]
+# a group message (2): one body for every member, which disappears after an hour
+GROUP_EID, GROUP_BODY, GROUP_AT = envelope_id(10), b"one body for all", T0 + 10
+ESCROW_DAY, DM = "2026-01-01", "dm:amir:bo"
+LAST_SEEN = T0 + 5 * MINUTE
+
+
+def _old_database(start: int, dialect: str) -> list[Statement]:
+    """The schema at version ``start`` and a row in each of its tables."""
+    sql: list[Statement] = [
+        (statement, ())
+        for version in range(start)
+        for statement in statements(version, dialect, "{blob}")
+    ]
+    sql += [
+        ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)", ()),
+        ("INSERT INTO meta VALUES ('schema_version', ?)", (str(start),)),
+    ]
+    waiting_for_bo = len(WAITING) + (1 if start >= 2 else 0)
+    next_seq = {AMIR.user: 0, BO.user: waiting_for_bo, CY.user: 9}
+    for row in (AMIR, BO, CY):
+        sql.append(
+            (
+                "INSERT INTO users(user_id, name, created_at, disabled)"
+                " VALUES (?, ?, ?, ?)",
+                (row.user, row.user.title(), T0, int(row is CY)),
+            )
+        )
+        sql.append(
+            (
+                "INSERT INTO devices(device_id, user_id, name, ed25519, curve25519,"
+                " certificate, created_at, last_seen, revoked_at, revocation,"
+                " client_version, next_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.device_id,
+                    row.user,
+                    row.name,
+                    row.ed25519,
+                    row.curve25519,
+                    row.certificate,
+                    row.created_at,
+                    LAST_SEEN,
+                    T0 + HOUR if row is CY else None,  # cy's phone was revoked
+                    b"signed revocation" if row is CY else None,
+                    row.client_version,
+                    next_seq[row.user],
+                ),
+            )
+        )
+    sql += [
+        (
+            "INSERT INTO activation_codes(code_id, user_id, password, created_at,"
+            " expires_at, failures, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("code-amir", "amir", code_password("code-amir"), T0, T0 + HOUR, 1, "live"),
+        ),
+        (
+            "INSERT INTO activation_sessions(session_id, user_id, code_id, shared,"
+            " expires_at, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            ("session-amir", "amir", "code-amir", _raw("shared"), T0 + HOUR, None),
+        ),
+    ]
+    for key in (otk(1), otk(2), otk(3, fallback=True)):
+        sql.append(
+            (
+                "INSERT INTO one_time_keys(device_id, key_id, key, signature, fallback)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (AMIR.device_id, key.key_id, key.key, key.signature, int(key.fallback)),
+            )
+        )
+    for n, eid, body in WAITING:
+        sql += [
+            (
+                "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (BO.device_id, n, eid, AMIR.device_id, T0 + n, body),
+            ),
+            (
+                "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?)",
+                (AMIR.device_id, eid, T0 + n),
+            ),
+        ]
+    if start >= 2:
+        sql += [
+            (
+                "INSERT INTO shared_bodies(sender, envelope_id, at, body)"
+                " VALUES (?, ?, ?, ?)",
+                (AMIR.device_id, GROUP_EID, GROUP_AT, GROUP_BODY),
+            ),
+            (
+                "INSERT INTO inbox(device_id, seq, envelope_id, sender, at, body,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                (BO.device_id, 4, GROUP_EID, AMIR.device_id, GROUP_AT, T0 + HOUR),
+            ),
+            (
+                "INSERT INTO sends(sender, envelope_id, at) VALUES (?, ?, ?)",
+                (AMIR.device_id, GROUP_EID, GROUP_AT),
+            ),
+        ]
+        for seq in (0, 1):
+            sql.append(
+                (
+                    "INSERT INTO group_changes(group_id, seq, entry, hash, at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    ("g1", seq, *_entry("g1", seq), T0 + seq),
+                )
+            )
+    if start >= 3:
+        blobs = (
+            "INSERT INTO blobs(blob_id, owner, size, received, complete, created_at,"
+        )
+        sql += [
+            (
+                blobs
+                + " completed_at, touched_at) VALUES (?, ?, 100, 100, 1, ?, ?, ?)",
+                (blob_id(1), AMIR.device_id, T0 - MINUTE, T0, T0),
+            ),
+            (  # an upload still in progress
+                blobs + " touched_at) VALUES (?, ?, 100, 40, 0, ?, ?)",
+                (blob_id(2), AMIR.device_id, T0, T0),
+            ),
+            (  # blob 1 is attached to message 1, which bo has not fetched yet
+                "INSERT INTO blob_refs(blob_id, sender, envelope_id) VALUES (?, ?, ?)",
+                (blob_id(1), AMIR.device_id, envelope_id(1)),
+            ),
+        ]
+    if start >= 4:
+        sql += [
+            (
+                "INSERT INTO audit_log(seq, entry, hash, at) VALUES (?, ?, ?, ?)",
+                (seq, b"signed audit entry %d" % seq, _raw(f"audit {seq}"), T0 + seq),
+            )
+            for seq in (0, 1)
+        ]
+        sql += [
+            (
+                "INSERT INTO policy_changes(version, user_id, key, value, cleared, at,"
+                " actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (1, None, "retention_days", "7", 0, T0, "admin"),
+            ),
+            (
+                "INSERT INTO policy_changes(version, user_id, key, value, cleared, at,"
+                " actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (2, "bo", "retention_days", None, 1, T0 + 1, "console"),
+            ),
+            (
+                "INSERT INTO device_fleet(device_id, policy_version, policy_at,"
+                " wipe_order, wipe_ordered_at) VALUES (?, ?, ?, ?, ?)",
+                (BO.device_id, 2, T0 + 2, b"signed wipe order", T0 + 3),
+            ),
+            (
+                "INSERT INTO disabled_users(user_id, record, at) VALUES (?, ?, ?)",
+                ("cy", b"signed disabled record", T0 + HOUR),
+            ),
+        ]
+    if start >= 5:
+        sql += [
+            (
+                "INSERT INTO escrow_setup(id, public, commitments, custodians,"
+                " threshold, token_hashes, at) VALUES (1, ?, ?, 3, 2, ?, ?)",
+                (_raw("public"), _raw("commitments"), '["h1", "h2", "h3"]', T0),
+            ),
+            (
+                "INSERT INTO escrow_copies(sender, message_id, sender_user,"
+                " conversation, day, ephemeral, sealed, at)"
+                " VALUES (?, ?, 'amir', ?, ?, ?, ?, ?)",
+                (
+                    AMIR.device_id,
+                    envelope_id(1),
+                    DM,
+                    ESCROW_DAY,
+                    _raw("ephemeral"),
+                    b"sealed copy",
+                    T0 + 1,
+                ),
+            ),
+            (
+                "INSERT INTO escrow_requests(request_id, body, at) VALUES (?, ?, ?)",
+                ("request-1", b"signed request", T0 + 5),
+            ),
+            (
+                "INSERT INTO escrow_partials(request_id, custodian, body, at)"
+                " VALUES (?, ?, ?, ?)",
+                ("request-1", 2, b"partial of custodian 2", T0 + 6),
+            ),
+        ]
+        sql += [
+            (
+                "INSERT INTO escrow_members(user_id, day, conversation)"
+                " VALUES (?, ?, ?)",
+                (user, ESCROW_DAY, DM),
+            )
+            for user in ("amir", "bo")
+        ]
+    return sql
+
+
+@pytest.mark.parametrize("start", range(1, SCHEMA_VERSION))
+def test_upgrade_from_every_older_schema_loses_nothing(
+    store: OpenStore, backend: Backend, start: int
+) -> None:
+    """A database an earlier release made, with people, mail and fleet state in it, is
+    refused until migrated, then migrated without losing a row."""
+
+    async def main() -> None:
+        await backend.sql(_old_database(start, backend.dialect))
+        with pytest.raises(SchemaError, match="strongroom migrate"):
+            async with store(migrate=False):
+                pass
+        async with store(migrate=True) as s:
+            assert await s.schema_version() == SCHEMA_VERSION
+            await read_back(s)
+            await carry_on(s)
+
+    async def read_back(s: Store) -> None:
+        assert await s.list_users() == [
+            UserRow("amir", "Amir", T0),
+            UserRow("bo", "Bo", T0),
+            UserRow("cy", "Cy", T0, disabled=True),
+        ]
+        assert await s.list_devices("bo") == [
+            msgspec.structs.replace(BO, last_seen=LAST_SEEN)
+        ]
+        revoked = await s.get_device(CY.device_id)
+        assert revoked is not None and revoked.revoked_at == T0 + HOUR
+        assert revoked.revocation == b"signed revocation"
+        assert await s.latest_code("amir") == CodeRow(
+            "code-amir", "amir", code_password("code-amir"), T0, T0 + HOUR, 1, "live"
+        )
+        assert await s.take_activation("session-amir", T0 + MINUTE) == ActivationRow(
+            "session-amir", "amir", "code-amir", _raw("shared"), T0 + HOUR, None
+        )
+        assert await s.count_keys(AMIR.device_id) == 2
+        claimed = [await s.claim_key(AMIR.device_id) for _ in range(3)]
+        assert sorted(claimed, key=repr) == sorted(
+            [otk(1), otk(2), otk(3, fallback=True)], key=repr
+        )
+        waiting = [
+            InboxRow(n, eid, AMIR.device_id, T0 + n, body) for n, eid, body in WAITING
+        ]
+        if start >= 2:
+            waiting.append(
+                InboxRow(4, GROUP_EID, AMIR.device_id, GROUP_AT, GROUP_BODY, True)
+            )
+            assert await s.group_changes("g1", -1, 10) == [
+                GroupChangeRow(seq, *_entry("g1", seq), T0 + seq) for seq in (0, 1)
+            ]
+        assert await all_inbox(s, BO.device_id) == waiting
+        if start >= 3:
+            assert await s.get_blob(blob_id(1)) == BlobRow(
+                blob_id(1), AMIR.device_id, 100, 100, True, T0 - MINUTE, T0, T0
+            )
+            assert await s.get_blob(blob_id(2)) == BlobRow(
+                blob_id(2), AMIR.device_id, 100, 40, False, T0, None, T0
+            )
+        if start >= 4:
+            assert await s.audit_records() == [
+                AuditRecord(
+                    seq, b"signed audit entry %d" % seq, _raw(f"audit {seq}"), T0 + seq
+                )
+                for seq in (0, 1)
+            ]
+            assert await s.policy_changes() == [
+                PolicyChangeRow(1, None, "retention_days", "7", T0, "admin"),
+                PolicyChangeRow(
+                    2, "bo", "retention_days", None, T0 + 1, "console", cleared=True
+                ),
+            ]
+            assert await s.fleet_row(BO.device_id) == FleetRow(
+                BO.device_id, 2, T0 + 2, b"signed wipe order", T0 + 3, None
+            )
+            assert await s.disabled_users() == {
+                "cy": (b"signed disabled record", T0 + HOUR)
+            }
+        if start >= 5:
+            assert await s.escrow_setup() == (
+                _raw("public"),
+                _raw("commitments"),
+                3,
+                2,
+                '["h1", "h2", "h3"]',
+                T0,
+            )
+            assert await s.escrow_scopes("bo", ESCROW_DAY, ESCROW_DAY) == [
+                (DM, ESCROW_DAY, 1)
+            ]
+            assert await s.escrow_copies(DM, ESCROW_DAY) == [
+                (
+                    AMIR.device_id,
+                    "amir",
+                    envelope_id(1),
+                    _raw("ephemeral"),
+                    b"sealed copy",
+                )
+            ]
+            assert await s.escrow_request("request-1") == b"signed request"
+            assert await s.partials("request-1") == {2: b"partial of custodian 2"}
+
+    async def carry_on(s: Store) -> None:
+        """What the server does next with the upgraded database works as before."""
+        # the send ids survived: a resend is still a duplicate
+        again = await s.accept(
+            AMIR.device_id, envelope_id(2), [(BO.device_id, b"x")], T0
+        )
+        assert again.duplicate
+        # numbering goes on where it was, for the device with mail waiting and for one
+        # without
+        last = 4 if start >= 2 else 3
+        more = await s.accept(
+            AMIR.device_id,
+            envelope_id(20),
+            [(BO.device_id, b"new"), (AMIR.device_id, b"own copy")],
+            T0 + MINUTE,
+        )
+        assert more.seqs == [last + 1, 1]
+        assert await seqs(s, BO.device_id) == [*range(1, last + 1), last + 1]
+        # a device revoked before the upgrade still gets nothing
+        late = await s.accept(
+            AMIR.device_id, envelope_id(21), [(CY.device_id, b"5")], T0
+        )
+        assert late.skipped == [CY.device_id] and await seqs(s, CY.device_id) == []
+        if start >= 2:
+            head = _entry("g1", 1)[1]
+            await _append(s, "g1", 2, head)  # the chain goes on from its head
+            assert await s.prune(T0 + HOUR + 1) == []
+            # the disappearing group message disappeared on time
+            assert await seqs(s, BO.device_id) == [1, 2, 3, last + 1]
+        if start >= 3:
+            # the half-finished upload resumes where it stopped
+            done = await s.blob_progress(blob_id(2), 40, 60, T0 + 2 * HOUR)
+            assert done.complete
+            # blob 1 is kept while bo has not acknowledged message 1, then orphaned
+            assert await orphaned_at(s, blob_id(1)) is None
+        await s.ack(BO.device_id, last + 1)
+        assert await s.pending(BO.device_id) == 0
+        if start >= 3:
+            await s.prune(T0 + 3 * HOUR)
+            assert await orphaned_at(s, blob_id(1)) == T0 + 3 * HOUR
+        if start >= 4:
+            with pytest.raises(ConflictError):  # the log's head is still at 1
+                await s.append_audit(AuditRecord(1, b"x", b"x", T0))
+            await s.append_audit(AuditRecord(2, b"y", b"y", T0))
+            assert await s.audit_head() == (2, b"y")
+            with pytest.raises(ConflictError):
+                await s.disable_user("cy", b"again", T0)
+
+    arun(main())
+
+
+async def orphaned_at(s: Store, blob: str) -> int | None:
+    row = await s.get_blob(blob)
+    assert row is not None, blob
+    return row.orphaned_at
 
 
 # --- SQLite only ------------------------------------------------------------------------
