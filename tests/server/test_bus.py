@@ -181,6 +181,32 @@ def test_unreachable_nats_is_unhealthy_and_local_still_works() -> None:
     arun(go())
 
 
+def test_nats_credentials_never_reach_the_log_or_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "HUNTER2pw" + secrets.token_hex(4)
+
+    async def go() -> None:
+        with TcpProxy(urlsplit(NATS_URL).port or 4222) as proxy:
+            proxy.refuse()
+            bus = NatsBus(f"nats://ops:{secret}@127.0.0.1:{proxy.port}", namespace())
+            await bus.start()
+            try:
+                await asyncio.sleep(0.3)  # a few tries, each logged
+                assert not bus.healthy()
+                assert secret not in repr(bus)
+            finally:
+                await bus.close()
+
+    with caplog.at_level("DEBUG"):
+        arun(go())
+    assert "NATS is not reachable yet at nats://***@127.0.0.1" in caplog.text
+    assert secret not in caplog.text
+    with pytest.raises(ConfigError) as refused:
+        bus_from_url(f"http://ops:{secret}@127.0.0.1:4222", namespace())
+    assert secret not in str(refused.value)
+
+
 def test_a_broken_connection_recovers_and_wakes_listeners() -> None:
     async def go() -> None:
         space = namespace()

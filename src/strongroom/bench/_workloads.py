@@ -25,7 +25,8 @@ import statistics
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+
+from strongroom.server._urls import redacted_url
 
 from ._drive import (
     BacklogDrain,
@@ -533,7 +534,7 @@ def run_bench(
     report = Report(
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         workloads=workloads,
-        database=_redact(database) if database else "sqlite",
+        database=redacted_url(database) if database else "sqlite",
         machine=describe_machine(),
         knobs=knobs,
         unavailable={w: UNAVAILABLE[w] for w in workloads if w in UNAVAILABLE},
@@ -575,10 +576,3 @@ def _compare(figures: list[Figure], kind: str) -> None:
         echo = by_name.get(ceiling_of(figure.name) or "")
         if echo is not None and echo.value > 0:
             figure.vs_echo = figure.value / echo.value
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"

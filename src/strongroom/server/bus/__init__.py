@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from strongroom.errors import ConfigError
 
+from .._urls import redacted_url
 from ._local import BusEvent, Listener, LocalBus
 
 if TYPE_CHECKING:
@@ -68,7 +69,9 @@ def bus_from_url(url: str, namespace: str) -> Bus:
         from ._nats import NatsBus  # loads the NATS client only for a NATS bus
 
         return NatsBus(url, namespace)
-    raise ConfigError(f"unsupported bus URL {url!r}: use local: or nats://HOST:PORT")
+    raise ConfigError(
+        f"unsupported bus URL {redacted_url(url)!r}: use local: or nats://HOST:PORT"
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -31,6 +31,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from strongroom.errors import ConfigError
 
+from .._urls import redacted_url
 from ._local import BusEvent, Listener, LocalBus
 
 __all__ = ["NatsBus"]
@@ -50,7 +51,8 @@ def _servers(url: str) -> list[str]:
     for server in servers:
         if not server.startswith(("nats://", "tls://")):
             raise ConfigError(
-                f"bus URL {server!r} is not a NATS URL (nats://HOST:PORT or tls://…)"
+                f"bus URL {redacted_url(server)!r} is not a NATS URL"
+                " (nats://HOST:PORT or tls://…)"
             )
     return servers
 
@@ -94,7 +96,10 @@ class NatsBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), self._first_connect_wait)
         if not self._connected.is_set():
-            log.warning("NATS is not reachable yet at %s; retrying", self._servers)
+            log.warning(
+                "NATS is not reachable yet at %s; retrying",
+                ", ".join(redacted_url(s) for s in self._servers),
+            )
 
     async def _connect_forever(self) -> None:
         while not self._closing:
@@ -225,4 +230,4 @@ class NatsBus:
             log.warning("cannot publish on NATS: %s", type(exc).__name__)
 
     def __repr__(self) -> str:
-        return f"NatsBus({self._servers!r})"
+        return f"NatsBus({[redacted_url(s) for s in self._servers]!r})"

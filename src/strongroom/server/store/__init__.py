@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from strongroom.errors import ConfigError
 
+from .._urls import redacted_url
 from ._migrations import SCHEMA_VERSION
 from ._protocol import Store
 from ._rows import (
@@ -70,17 +70,9 @@ def store_from_url(url: str, data_dir: Path) -> Store:
 
         return PostgresStore(url)
     raise ConfigError(
-        f"unsupported database URL {_redacted(url)!r}: this build serves "
+        f"unsupported database URL {redacted_url(url)!r}: this build serves "
         "sqlite:///FILE and postgresql://USER@HOST:PORT/DATABASE?schema=NAME"
     )
-
-
-def _redacted(url: str) -> str:
-    """The URL without its user and password, for messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def __getattr__(name: str) -> Any:
