@@ -121,6 +121,20 @@ def test_search_follows_edits_and_expiry(sqlite_org: Org) -> None:
             assert session.history.search("annual") == []
             assert session.history.search('"; DROP TABLE messages; --') == []
 
+            # an expired message can no longer be edited or reacted to, even before
+            # anything purged it: the edit and the reaction purge first
+            second = session.send_text("dm:alice:alice", "going soon")
+            with c.store.transaction():
+                c.store._conn.execute("UPDATE messages SET expires_at = 1")
+            queued = session.queued()
+            with pytest.raises(ClientError, match="it may have expired"):
+                session.react("dm:alice:alice", second, "👍")
+            with pytest.raises(ClientError, match="it may have expired"):
+                session.edit("dm:alice:alice", second, "changed")
+            assert session.queued() == queued  # nothing was sent about it
+            with pytest.raises(ClientError, match="not a message id"):
+                session.react("dm:alice:alice", "zz", "👍")
+
     asyncio.run(scenario())
 
 

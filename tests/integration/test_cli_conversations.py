@@ -123,6 +123,8 @@ def test_receipts_replies_reactions_edits_and_timers(sqlite_org: Org) -> None:
     assert isinstance(expires_at, int) and isinstance(sent_at, int)
     assert 2000 <= expires_at - sent_at < 3000  # --expires wins over the 1h timer
     time.sleep(max(0.0, expires_at / 1000 - time.time()) + 0.05)
+    late = sr("react", "--home", bob, brief_id, "👀", check=False)
+    assert late.returncode == 1 and "may have expired" in late.stderr
     received(bob)  # the device deletes what has expired as it runs
     store = client.LocalStore.open(bob)
     try:

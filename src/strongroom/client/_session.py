@@ -60,6 +60,7 @@ from ._contacts import fetch_directory
 from ._device import Received
 from ._history import History, other_user
 from ._policy import PolicyInForce, policy_in_force
+from ._store import StoredMessage
 from ._transfers import Progress, download_file, upload_file
 from ._verification import DeviceTrust, Outgoing, SasFlow, Verifications
 
@@ -330,17 +331,34 @@ class Session:
     def edit(self, conversation: str, target: str, text: str) -> str:
         """Replace the text of one of our own messages.  Raises ``ClientError`` for a
         message that is not ours."""
-        message = self.store.get_message(bytes.fromhex(target))
-        if message is None or message.from_user != self.me:
+        message = self._target(target)
+        if message.from_user != self.me:
             raise ClientError("only your own messages can be edited")
         return self.send(conversation, proto.Edit(bytes.fromhex(target), text))
 
     def react(
         self, conversation: str, target: str, emoji: str, *, remove: bool = False
     ) -> str:
+        """React to a message this device holds.  Raises ``ClientError`` for one it
+        does not (never received, or gone with its disappearing timer)."""
+        self._target(target)
         return self.send(
             conversation, proto.Reaction(bytes.fromhex(target), emoji, remove)
         )
+
+    def _target(self, target: str) -> StoredMessage:
+        """The message an edit or reaction is about; what has expired is gone first."""
+        try:
+            message_id = bytes.fromhex(target)
+        except ValueError:
+            raise ClientError(f"{target!r} is not a message id") from None
+        self.client.purge()
+        message = self.store.get_message(message_id)
+        if message is None:
+            raise ClientError(
+                f"there is no message {target} on this device (it may have expired)"
+            )
+        return message
 
     def queued(self) -> int:
         """How many sends wait for the connection."""
