@@ -207,7 +207,14 @@ class _Target:
         names = [value for key, value in query if key == "application_name"]
         rest = [(k, v) for k, v in query if k not in ("schema", "application_name")]
         self.dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-        self.settings = {"application_name": names[-1] if names else "strongroom"}
+        self.settings = {
+            "application_name": names[-1] if names else "strongroom",
+            # The hot path's statements take arrays whose length is the whole story (one
+            # copy or a thousand); a generic plan, which PostgreSQL switches to after five
+            # runs of a prepared statement, cannot know it and made a 1,000-member group
+            # message's accept 70 ms instead of 15 (decision 0005).
+            "plan_cache_mode": "force_custom_plan",
+        }
         if self.schema is not None:
             self.settings["search_path"] = self.schema
         # for messages: never the credentials
