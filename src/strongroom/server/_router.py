@@ -20,9 +20,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from prometheus_client import Histogram
-
 from ._delivery import Deliveries
+from ._tally import Timings
 from .bus import Bus, BusEvent, Subscription
 from .store import InboxRow
 
@@ -44,7 +43,7 @@ class _Device:
 class Router:
     """Streams connected to this node, by device."""
 
-    def __init__(self, bus: Bus, publish_time: Histogram) -> None:
+    def __init__(self, bus: Bus, publish_time: Timings) -> None:
         self._bus = bus
         self._publish_time = publish_time
         self._devices: dict[str, _Device] = {}
