@@ -37,7 +37,7 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a run can be told.  The defaults make ``bench all`` take a few minutes."""
 
     devices: int = 1000  # routing: connected devices, in pairs
-    messages: int = 24  # routing: messages per device, per phase
+    messages: int = 120  # routing: messages per device, per phase (about 6 s at 20k/s)
     size: int = 200  # bytes of text per message (before encryption)
     window: int = 8  # routing: in flight per device (closed loop)
     rate: float = (
