@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -151,6 +152,65 @@ def test_a_file_round_trips_and_the_server_sees_only_ciphertext(
     # a second download never overwrites the first
     again = arun(download(bo, got, tmp_path / "inbox"))
     assert again.name == "report (1).pdf" and again.read_bytes() == data
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory so far (``VmHWM``), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_file_streams_through_in_bounded_memory(
+    sqlite_org: Org, tmp_path: Path
+) -> None:
+    """Neither side holds the file: 48 MiB go up and down at the default chunk and
+    piece sizes (4 MiB pieces) while the client's Python heap peaks at a few pieces and
+    the server's resident memory grows by far less than the file."""
+    org, size = sqlite_org, 48 << 20
+    amir, bo = org.activate("amir"), org.activate("bo")
+    with (tmp_path / "big.bin").open("wb") as f:
+        block = os.urandom(1 << 20)
+        for i in range(48):
+            f.write(block[i:] + block[:i])
+    assert org.server.process is not None
+    server_pid = org.server.process.pid
+    server_before = _peak_rss_kib(server_pid)
+
+    async def go() -> tuple[int, int, Path]:
+        async with client.Client(amir) as a:
+            await a.send_text("bo", "warm-up")  # sessions and stores opened first
+            tracemalloc.start()
+            try:
+                ref = await client.upload_file(a, tmp_path / "big.bin")
+                _, up = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            await a.send("bo", ref, blobs=[ref.blob])
+        async with client.Client(bo) as b:
+            (got,) = [m.file for m in await b.receive(0.1) if m.file is not None]
+            tracemalloc.start()
+            try:
+                saved = await client.download_file(b, got, tmp_path / "inbox")
+                _, down = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        return up, down, saved
+
+    up, down, saved = arun(go())
+    # a piece being sealed, the piece on the wire and its signature input: a few
+    # pieces, whatever the file's size (38 MiB, growing with it, before responses
+    # were unlinked from their streams)
+    bound = 5 * proto.MAX_BLOB_PIECE
+    assert up < bound, f"upload peak {up / (1 << 20):.1f} MiB"
+    assert down < bound, f"download peak {down / (1 << 20):.1f} MiB"
+    grown = (_peak_rss_kib(server_pid) - server_before) * 1024
+    assert grown < size // 3, f"server grew by {grown / (1 << 20):.1f} MiB"
+    assert saved.stat().st_size == size
+    with (tmp_path / "big.bin").open("rb") as a, saved.open("rb") as b:
+        while left := a.read(1 << 20):
+            assert left == b.read(1 << 20)
 
 
 def test_an_empty_file_round_trips(configured: Configure, tmp_path: Path) -> None:

@@ -178,11 +178,19 @@ class Client:
             **(headers or {}),
         }
         try:
-            return await self._http.request(method, path, content=body, headers=sent)
+            response = await self._http.request(
+                method, path, content=body, headers=sent
+            )
         except httpx.HTTPError as exc:
             raise ClientError(
                 f"cannot reach the server at {self.device.server_url}"
             ) from exc
+        # httpx links a response and its (spent) stream both ways, so a response, the
+        # request body it holds and its own content (an attachment's 4 MiB piece, each
+        # way) would wait for the garbage collector; unlinked, they go with the caller's
+        # last reference and a transfer's memory stays at a piece or two.
+        response.stream = httpx.ByteStream(b"")
+        return response
 
     async def _request(
         self, method: str, path: str, kind: type[T], body: bytes = b""
