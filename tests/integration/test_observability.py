@@ -74,6 +74,11 @@ def test_metrics_follow_the_traffic(org: Org) -> None:
     assert drained['strongroom_store_seconds_count{op="fetch"}'] >= 1
     assert drained['strongroom_store_seconds_count{op="ack"}'] >= 1
     assert drained["strongroom_connected_devices"] == 0
+    # the hot path's writes (four sends, one acknowledgement at least) were committed in
+    # transactions the metrics count; one each at this trickle, never more
+    commits = drained["strongroom_store_commits_total"]
+    writes = drained["strongroom_store_committed_writes_total"]
+    assert writes >= 5 and 1 <= commits <= writes
     # the latency histograms have buckets, so that quantiles can be computed from them
     for counts in (
         buckets(drained, "strongroom_store_seconds", op="accept"),

@@ -50,7 +50,7 @@ class Metrics:
             registry=self.registry,
         )
         # The hot path's counts: no lock per increment (``_tally``).
-        hot = TallyCollector(self.registry)
+        self.hot = hot = TallyCollector(self.registry)
         self.envelopes_in = hot.counter(
             "strongroom_envelopes_in", "Envelope copies accepted"
         )
@@ -103,6 +103,16 @@ class ServerContext:
         #: Where attachment ciphertext lives; None: this server takes no attachments.
         self.blob_dir = blob_dir
         self.metrics = Metrics()
+        self.metrics.hot.counter_from(
+            "strongroom_store_commits",
+            "Transactions of the hot path's group commit",
+            lambda: store.group_commits()[0],
+        )
+        self.metrics.hot.counter_from(
+            "strongroom_store_committed_writes",
+            "Sends and acknowledgements those transactions carried",
+            lambda: store.group_commits()[1],
+        )
         self.router = Router(bus, self.metrics.bus_publish)
         self.ready = False
         # The server's name in stream challenges: the authority key's fingerprint, so a

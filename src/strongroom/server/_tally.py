@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -85,12 +85,19 @@ class TallyCollector(Collector):
             tuple[str, str, list[str], dict[tuple[str, ...], Timings]]
         ]
         self._histograms = []
+        self._read: list[tuple[str, str, Callable[[], int]]] = []
         registry.register(self)
 
     def counter(self, name: str, documentation: str) -> Tally:
         tally = Tally()
         self._counters.append((name, documentation, tally))
         return tally
+
+    def counter_from(
+        self, name: str, documentation: str, read: Callable[[], int]
+    ) -> None:
+        """A counter kept elsewhere, read at each scrape."""
+        self._read.append((name, documentation, read))
 
     def timings(
         self,
@@ -108,6 +115,8 @@ class TallyCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         for name, documentation, tally in self._counters:
             yield CounterMetricFamily(name, documentation, value=tally.count)
+        for name, documentation, read in self._read:
+            yield CounterMetricFamily(name, documentation, value=read())
         for name, documentation, labels, children in self._histograms:
             family = HistogramMetricFamily(name, documentation, labels=labels)
             for values, timings in children.items():

@@ -200,6 +200,8 @@ class Batcher:
         self._where = where
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.commits = 0  # batches committed, and the writes they carried
+        self.writes = 0
 
     def start(self, pool: Any) -> None:
         self._queue = asyncio.Queue()
@@ -272,6 +274,8 @@ class Batcher:
             for write in batch:
                 write.settle(None, failure)
             return
+        self.commits += 1
+        self.writes += len(batch)
         for write, result, error in outcomes:
             write.settle(result, error)
 

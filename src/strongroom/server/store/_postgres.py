@@ -755,6 +755,9 @@ class PostgresStore(FleetQueries):
         self._live_pool()
         return self._batcher.submit(fn, [device_id], Ack(device_id, upto))
 
+    def group_commits(self) -> tuple[int, int]:
+        return self._batcher.commits, self._batcher.writes
+
     async def inbox_depth(self) -> int:
         async def fn(c: asyncpg.Connection) -> int:
             return int(await c.fetchval("SELECT COUNT(*) FROM inbox"))

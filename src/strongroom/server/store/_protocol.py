@@ -168,6 +168,10 @@ class Store(Protocol):
     async def inbox_depth(self) -> int:
         """Envelopes waiting in all inboxes together (for ``/metrics``)."""
 
+    def group_commits(self) -> tuple[int, int]:
+        """(transactions the group commit made, writes they carried) since ``open``,
+        for ``/metrics``: their ratio is how well the hot path batches."""
+
     async def prune(
         self,
         now: int,

@@ -555,6 +555,10 @@ class SqliteStore(FleetQueries):
 
         return self._submit(fn)
 
+    def group_commits(self) -> tuple[int, int]:
+        writer = self._writer
+        return (0, 0) if writer is None else (writer.commits, writer.writes)
+
     async def inbox_depth(self) -> int:
         def fn(c: sqlite3.Connection) -> int:
             return int(c.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])

@@ -155,6 +155,8 @@ class Writer:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._data_version = -1
         self._closed = False
+        self.commits = 0  # batches committed, and the writes they carried
+        self.writes = 0
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn``; the future resolves after the COMMIT that includes it."""
@@ -210,6 +212,8 @@ class Writer:
             self.seqs.write_back(conn)
             await self._in_thread(conn.execute, "COMMIT")
             self.seqs.committed()
+            self.commits += 1
+            self.writes += len(batch)
             return outcomes
         except sqlite3.Error as exc:
             if conn.in_transaction:
