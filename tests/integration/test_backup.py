@@ -24,8 +24,7 @@ from conftest import Org, arun, receive, send
 from strongroom import client, proto, server
 from strongroom.cli._local import LocalServer
 from strongroom.errors import StrongroomError
-from strongroom.server import _backup
-from strongroom.server._backup import MANIFEST, Manifest, backup, restore
+from strongroom.server._backup import MANIFEST, Manifest, _take, backup, restore
 from strongroom.server._blobs import new_blob_id
 
 
@@ -578,7 +577,7 @@ def test_a_blob_pruned_between_hashing_and_archiving_is_left_out(
 ) -> None:
     kept = _put_blob(hq, b"kept ciphertext")
     pruned = _put_blob(hq, b"pruned ciphertext")
-    hash_first = _backup._blob_sha256
+    hash_first = _take._blob_sha256
 
     def prune_after_hashing(path: Path, size: int) -> str | None:
         digest = hash_first(path, size)
@@ -586,7 +585,7 @@ def test_a_blob_pruned_between_hashing_and_archiving_is_left_out(
             path.unlink()  # the server prunes it once the first pass has hashed it
         return digest
 
-    monkeypatch.setattr(_backup, "_blob_sha256", prune_after_hashing)
+    monkeypatch.setattr(_take, "_blob_sha256", prune_after_hashing)
     archive = tmp_path / "hq.tar.gz"
     taken = backup(hq, archive)
     assert taken.missing_blobs == [pruned]
