@@ -30,12 +30,12 @@ from typing import Any
 import msgspec
 
 from strongroom import proto
+from strongroom.client import ACK_DELAY, ACK_EVERY
 
 from ._fleet import Lane
 from ._wire import FrameHandler, Identity, Link, Stream, open_link
 
 __all__ = [
-    "ACK_DELAY",
     "ACK_SWEEP",
     "BacklogDrain",
     "EchoJob",
@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 ACK_SWEEP = 0.05  # seconds between acknowledgement sweeps (rule 3): the SDK's tick
-ACK_DELAY = 0.25  # the longest a delivery waits for its acknowledgement, as in the SDK
 _TICK = 0.001
 
 
@@ -291,7 +290,7 @@ class RoutingJob(Job):
         rate: float | None = None,
         live: bool = False,
         text: str = "",
-        ack_every: int = 64,
+        ack_every: int = ACK_EVERY,
         need_delivery: bool = True,
         timeout: float = 600.0,
     ) -> None:

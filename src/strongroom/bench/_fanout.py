@@ -31,9 +31,9 @@ from array import array
 from collections.abc import Sequence
 
 from strongroom import crypto, proto
+from strongroom.client import ACK_DELAY, ACK_EVERY
 
 from ._drive import (
-    ACK_DELAY,
     ACK_SWEEP,
     Engine,
     Job,
@@ -145,7 +145,7 @@ class FanoutJob(Job):
         sustain: float,
         window: int,
         pause: float = ACK_DELAY + 2 * ACK_SWEEP,
-        ack_every: int = 64,
+        ack_every: int = ACK_EVERY,
         timeout: float = 60.0,
     ) -> None:
         self.url = url

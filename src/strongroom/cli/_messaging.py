@@ -267,13 +267,7 @@ def _follow_up(
     async def go() -> client.SendResult:
         async with open_client(home) as c:
             try:
-                c.purge()  # a message past its disappearing time is gone first
-                original = c.store.get_message(target)
-                if original is None:
-                    fail(
-                        f"no message {target.hex()} on this device"
-                        " (it may have expired)"
-                    )
+                original = c.held_message(target)
                 if own and original.from_user != c.device.user:
                     fail("you can only edit your own messages")
                 group = proto.group_of_conversation(original.conversation)

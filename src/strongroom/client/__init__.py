@@ -5,7 +5,7 @@ stream; ``activate`` turns an empty device home into an activated device.
 """
 
 from ._activation import ActivatedDevice, activate
-from ._client import CLIENT_VERSION, Client, SendResult
+from ._client import ACK_DELAY, ACK_EVERY, CLIENT_VERSION, Client, SendResult
 from ._contacts import fetch_directory
 from ._device import Device, Received
 from ._groups import (
@@ -51,6 +51,8 @@ from ._transfers import Progress, download_file, safe_file_name, upload_file
 from ._verification import DeviceTrust, FlowState, SasFlow, Verifications, fingerprint
 
 __all__ = [
+    "ACK_DELAY",
+    "ACK_EVERY",
     "CLIENT_VERSION",
     "ActivatedDevice",
     "Arrived",

@@ -45,18 +45,28 @@ from ._groups import (
     sign_change,
 )
 from ._policy import accept_policy, accept_wipe, rules_in_force
-from ._store import LocalStore, Peer
+from ._store import LocalStore, Peer, StoredMessage
 from ._wipe import wipe_home, wiped
 
-__all__ = ["CLIENT_VERSION", "Client", "SendResult", "http_error", "tls_context"]
+__all__ = [
+    "ACK_DELAY",
+    "ACK_EVERY",
+    "CLIENT_VERSION",
+    "Client",
+    "SendResult",
+    "http_error",
+    "tls_context",
+]
 
 CLIENT_VERSION = "strongroom/0.1.0"
 T = TypeVar("T")
 _KEY_LOW_WATER = 20
 _KEY_BATCH = 50
 _TICK = 0.05  # the read loop's idle tick: acknowledgements, receipts, purge, on_idle
-_ACK_DELAY = 0.25  # the longest a delivery waits for its acknowledgement
-_ACK_EVERY = 64  # ... or until this many wait
+#: The longest a delivery waits for its acknowledgement (the load generator follows it)
+ACK_DELAY = 0.25
+#: ... or until this many deliveries wait
+ACK_EVERY = 64
 
 
 def wall_clock_ms() -> int:
@@ -426,6 +436,25 @@ class Client:
         return self.store.purge_expired(
             now, None if days is None else now - days * 86_400_000
         )
+
+    def held_message(self, message_id: bytes) -> StoredMessage:
+        """A message this device holds, for an edit or a reaction to it.  Raises
+        ``ClientError`` if there is none; one past its disappearing time is deleted
+        (with everything else that is) and refused, even before a receive purged it."""
+        message = self.store.get_message(message_id)
+        if (
+            message is not None
+            and message.expires_at is not None
+            and message.expires_at <= self.device.clock()
+        ):
+            self.purge()
+            message = None
+        if message is None:
+            raise ClientError(
+                f"there is no message {message_id.hex()} on this device"
+                " (it may have expired)"
+            )
+        return message
 
     def check_sending(self) -> None:
         """Raises ``PolicyViolationError`` when policy bars this client from sending."""
@@ -885,14 +914,14 @@ class Client:
                     else:
                         frame = await self._next_frame(timeout)
                 except TimeoutError:
-                    # Delayed, cumulative acknowledgements: one per _ACK_DELAY (or
-                    # _ACK_EVERY deliveries) instead of one per delivery under steady
+                    # Delayed, cumulative acknowledgements: one per ACK_DELAY (or
+                    # ACK_EVERY deliveries) instead of one per delivery under steady
                     # traffic; what waits is redelivered after a reconnect, and the
                     # store drops the repeat.  A bounded read acknowledges all as it ends.
                     now = loop.time()
                     ending = deadline is not None and now >= deadline
                     if unacked_since is not None and (
-                        ending or now - unacked_since >= _ACK_DELAY
+                        ending or now - unacked_since >= ACK_DELAY
                     ):
                         await self._ack_delivered()
                         unacked_since = None
@@ -912,7 +941,7 @@ class Client:
                     if (
                         not self._held
                         and self._conn.last_delivered - self._conn.last_acked
-                        >= _ACK_EVERY
+                        >= ACK_EVERY
                     ):
                         await self._ack_delivered()
                         unacked_since = None

@@ -347,25 +347,12 @@ class Session:
         )
 
     def _target(self, target: str) -> StoredMessage:
-        """The message an edit or reaction is about; one past its disappearing time is
-        deleted (with everything else that is) and refused."""
+        """The message an edit or reaction is about (``Client.held_message``)."""
         try:
             message_id = bytes.fromhex(target)
         except ValueError:
             raise ClientError(f"{target!r} is not a message id") from None
-        message = self.store.get_message(message_id)
-        if (
-            message is not None
-            and message.expires_at is not None
-            and message.expires_at <= self.client.device.clock()
-        ):
-            self.client.purge()
-            message = None
-        if message is None:
-            raise ClientError(
-                f"there is no message {target} on this device (it may have expired)"
-            )
-        return message
+        return self.client.held_message(message_id)
 
     def queued(self) -> int:
         """How many sends wait for the connection."""
