@@ -76,10 +76,6 @@ class Workers:
             self._conns.append(ours)
             self._procs.append(process)
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p.pid is not None]
-
     def _receive(self, conn: Connection, timeout: float) -> tuple[str, Any]:
         if not conn.poll(timeout):
             raise RuntimeError(f"a load-generator worker did not answer in {timeout}s")

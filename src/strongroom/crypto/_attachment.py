@@ -73,10 +73,6 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class Seekable(Readable, Protocol):
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
-
-
 class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 

@@ -7,7 +7,7 @@ Every handler reads its body through ``read_body`` (size limit) and ``proto.deco
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 import msgspec
@@ -32,7 +32,6 @@ __all__ = ["Api", "iso", "read_body"]
 
 T = TypeVar("T")
 _E = proto.ErrorCode
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def read_body(request: Request, limit: int = proto.MAX_HTTP_BODY_BYTES) -> bytes:
